@@ -1,0 +1,202 @@
+"""Command line: ``spacingreg register | grid | demo``. User mistakes give one line and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from . import sample_data
+from .describe import describe_grid, describe_result
+from .grid import grid_geometry, initial_bspline
+from .images import InputImageError, check_image, read_image
+from .registration import RegistrationResult, run
+from .settings import RegistrationSettings, SettingsError, from_dict, to_dict
+
+USER_ERRORS = (SettingsError, InputImageError, FileNotFoundError, NotADirectoryError, PermissionError)
+_NESTED = ("lbfgs2", "lbfgsb", "gradient_descent")
+
+
+def _parse_optional(kind):
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _add_field(group, flag: str, dest: str, annotation: str, default):
+    """One option per settings field; its type comes from the dataclass annotation."""
+    if annotation == "bool":
+        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"(default {default})")
+    elif annotation.startswith("tuple"):
+        group.add_argument(flag, dest=dest, type=int, nargs=3, metavar=("X", "Y", "Z"), help=f"(default {list(default)})")
+    else:
+        kind = {"int": int, "float": float, "str": str}[annotation.split(" |")[0]]
+        parse = _parse_optional(kind) if "None" in annotation else kind
+        group.add_argument(flag, dest=dest, type=parse, help=f"(default {default})")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser):
+    """Every registration setting as an option, plus ``--settings FILE.json`` for a whole set."""
+    group = parser.add_argument_group("registration settings (defaults reproduce the reported set-up)")
+    group.add_argument("--settings", type=Path, help="JSON file of settings; options below override it")
+    defaults = RegistrationSettings()
+    for f in dataclasses.fields(RegistrationSettings):
+        if f.name in _NESTED:
+            nested = getattr(defaults, f.name)
+            for g in dataclasses.fields(nested):
+                _add_field(group, f"--{f.name}-{g.name}".replace("_", "-"), f"{f.name}.{g.name}", g.type,
+                           getattr(nested, g.name))
+        else:
+            _add_field(group, f"--{f.name}".replace("_", "-"), f.name, f.type, getattr(defaults, f.name))
+
+
+def settings_from_arguments(arguments: argparse.Namespace) -> RegistrationSettings:
+    """Settings file (if any) overridden by the options given."""
+    values = {}
+    if arguments.settings is not None:
+        if not arguments.settings.is_file():
+            raise FileNotFoundError(f"settings file not found: {arguments.settings}")
+        try:
+            values = json.loads(arguments.settings.read_text())
+        except json.JSONDecodeError as error:
+            raise SettingsError(f"settings file {arguments.settings} is not valid JSON ({error})") from None
+    for dest, value in vars(arguments).items():
+        if value is None or dest == "settings" or dest.split(".")[0] not in _known_fields():
+            continue
+        if "." in dest:
+            outer, inner = dest.split(".")
+            values.setdefault(outer, {})[inner] = value
+        else:
+            values[dest] = list(value) if isinstance(value, list) else value
+    return from_dict(values)
+
+
+def _known_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(RegistrationSettings)}
+
+
+def write_result(result: RegistrationResult, folder: Path) -> dict[str, Path]:
+    """transform.tfm, result.json (every number of the summary) and trace.csv (one row per iteration)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"transform": folder / "transform.tfm", "summary": folder / "result.json", "trace": folder / "trace.csv"}
+    sitk.WriteTransform(result.transform, str(paths["transform"]))
+    paths["summary"].write_text(json.dumps(result.summary(), indent=2, default=float))
+    with paths["trace"].open("w", newline="") as stream:
+        names = [f.name for f in dataclasses.fields(result.trace[0])] if result.trace else ["event_index"]
+        writer = csv.DictWriter(stream, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(dataclasses.asdict(record) for record in result.trace)
+    return paths
+
+
+def _print_progress(record):
+    print(f"\r  iteration {record.event_index + 1} (run {record.lbfgs_run + 1}, metric {record.metric:.6g})",
+          end="", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _cancel_on_interrupt():
+    """Ctrl-C cancels the running registration (which then returns a partial, marked result)."""
+    event = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: event.set())
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _register_and_report(fixed, moving, settings, output: Path | None, quiet: bool = False) -> int:
+    with _cancel_on_interrupt() as cancel:
+        result = run(fixed, moving, settings, progress=None if quiet else _print_progress, cancel=cancel)
+    if not quiet:
+        print(file=sys.stderr)
+    print(describe_result(result))
+    if output is not None:
+        paths = write_result(result, output)
+        print(f"Wrote {', '.join(str(p) for p in paths.values())}")
+    return 130 if result.cancelled else 0
+
+
+def command_register(arguments) -> int:
+    settings = settings_from_arguments(arguments)
+    fixed = read_image(arguments.fixed, "fixed image")
+    moving = read_image(arguments.moving, "moving image")
+    return _register_and_report(fixed, moving, settings, arguments.output, arguments.quiet)
+
+
+def command_grid(arguments) -> int:
+    image = check_image(read_image(arguments.image, "image"))
+    if arguments.transform is not None:
+        if not arguments.transform.is_file():
+            raise FileNotFoundError(f"transform file not found: {arguments.transform}")
+        transform = sitk.BSplineTransform(sitk.ReadTransform(str(arguments.transform)))
+    else:
+        settings = from_dict({**to_dict(RegistrationSettings()), "mesh_size": list(arguments.mesh_size)})
+        transform = initial_bspline(image, settings)
+    geometry = grid_geometry(transform, image)
+    print(describe_grid(geometry))
+    if arguments.json is not None:
+        arguments.json.write_text(json.dumps(geometry.summary(), indent=2))
+    return 0
+
+
+def command_demo(arguments) -> int:
+    paths = sample_data.fetch_mni152()
+    pair = sample_data.make_pet_like_pair(paths["gm"], paths["wm"], voxel_size_mm=arguments.voxel_size)
+    data = sample_data.write_pair(pair, arguments.output / "data")
+    print(f"{pair.description}\nWrote the pair to {data['fixed'].parent}")
+    settings = settings_from_arguments(arguments)
+    return _register_and_report(pair.fixed, pair.moving, settings, arguments.output / "registration")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spacingreg", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    register = commands.add_parser("register", help="one BSpline registration with its diagnosis")
+    register.add_argument("--fixed", type=Path, required=True, help="fixed image file")
+    register.add_argument("--moving", type=Path, required=True, help="moving image file")
+    register.add_argument("--output", type=Path, help="folder for transform.tfm, result.json and trace.csv")
+    register.add_argument("--quiet", action="store_true", help="no progress line")
+    add_settings_arguments(register)
+    register.set_defaults(handler=command_register)
+
+    grid = commands.add_parser("grid", help="control grid against an image: positions, counts, coverage")
+    grid.add_argument("--image", type=Path, required=True, help="image file")
+    grid.add_argument("--mesh-size", type=int, nargs=3, default=(2, 2, 2), metavar=("X", "Y", "Z"))
+    grid.add_argument("--transform", type=Path, help="existing BSpline transform file (instead of a mesh size)")
+    grid.add_argument("--json", type=Path, help="write the numbers to this JSON file")
+    grid.set_defaults(handler=command_grid)
+
+    demo = commands.add_parser("demo", help="PET-like pair from the MNI152 template, registered and diagnosed")
+    demo.add_argument("--output", type=Path, default=Path("output/demo"))
+    demo.add_argument("--voxel-size", type=float, default=4.0, help="voxel size of the generated pair in mm")
+    add_settings_arguments(demo)
+    demo.set_defaults(handler=command_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        return arguments.handler(arguments)
+    except USER_ERRORS as error:
+        print(f"spacingreg {arguments.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"spacingreg {arguments.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""The engine: one BSpline registration, observed iteration by iteration, with its diagnosis."""
+
+from __future__ import annotations
+
+import io
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import diagnostics, images, method, probes
+from .displacement import FieldStatistics, displacement_array, field_statistics, minimum_jacobian_determinant
+from .grid import GridGeometry, grid_geometry, initial_bspline
+from .settings import RegistrationSettings, to_dict
+
+
+class CancelToken(Protocol):
+    """Anything with ``is_set()`` (``threading.Event``, ``multiprocessing.Event``)."""
+
+    def is_set(self) -> bool: ...
+
+
+class Cancelled(Exception):
+    """Raised inside the iteration callback to abort ``Execute`` at once."""
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """One optimizer iteration event."""
+
+    event_index: int
+    lbfgs_run: int
+    iteration: int
+    metric: float
+    step_max_voxels: float
+    convergence_value: float
+    learning_rate: float
+    scales_min: float
+    scales_max: float
+    wall_time: float
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Is the result better than doing nothing, and is it a valid deformation?"""
+
+    metric_identity: float
+    metric_result: float
+    evaluation: str
+    improvement: float
+    max_displacement_voxels: float
+    image_size_voxels: tuple[int, ...]
+    min_jacobian_determinant: float
+    folding: bool
+
+
+@dataclass
+class RegistrationResult:
+    """Everything a run produced. ``transform`` is in the physical units of the registered images
+    (after any spacing override), whatever mode ran; ``cancelled`` results are partial."""
+
+    transform: sitk.BSplineTransform
+    settings: RegistrationSettings
+    spacing: tuple[float, ...]
+    normalisation_factor: float
+    coefficients_mm: np.ndarray
+    coefficients_voxels: np.ndarray
+    trace: list[IterationRecord]
+    iterations_per_run: list[int]
+    stop_description: str
+    stop_reason: str
+    moved: bool
+    metric_reported: float
+    metric_reevaluated: float
+    timing: dict[str, float]
+    threading: dict[str, object]
+    versions: dict[str, str]
+    grid: GridGeometry
+    displacement: FieldStatistics | None
+    plausibility: Plausibility | None
+    optimizer: dict[str, object]
+    cancelled: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """JSON-ready summary (no arrays, no transform)."""
+        return {
+            "settings": to_dict(self.settings),
+            "spacing": list(self.spacing),
+            "normalisation_factor": self.normalisation_factor,
+            "cancelled": self.cancelled,
+            "moved": self.moved,
+            "stop_description": self.stop_description,
+            "stop_reason": self.stop_reason,
+            "iterations_per_run": self.iterations_per_run,
+            "metric_reported": self.metric_reported,
+            "metric_reevaluated": self.metric_reevaluated,
+            "max_coefficient_mm": float(np.abs(self.coefficients_mm).max()),
+            "max_coefficient_voxels": float(np.abs(self.coefficients_voxels).max()),
+            "displacement": self.displacement.as_dict() if self.displacement else None,
+            "plausibility": vars(self.plausibility) if self.plausibility else None,
+            "optimizer": self.optimizer,
+            "timing": self.timing,
+            "threading": self.threading,
+            "versions": self.versions,
+            "grid": self.grid.summary(),
+            "warnings": self.warnings,
+        }
+
+
+ProgressCallback = Callable[[IterationRecord], None]
+
+
+def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | None = None,
+        progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+        mask: np.ndarray | None = None) -> RegistrationResult:
+    """Register ``moving`` to ``fixed`` with a cubic BSpline and diagnose the run.
+
+    ``progress`` is called with each :class:`IterationRecord`; setting ``cancel`` stops the optimizer at
+    its next iteration and returns a result with ``cancelled=True``. ``mask`` (numpy order, fixed grid)
+    restricts the displacement statistics.
+    """
+    settings = settings or RegistrationSettings()
+    fixed, moving = images.check_pair(fixed, moving)
+    if settings.spacing_override is not None:
+        fixed = images.with_spacing(fixed, settings.spacing_override)
+        moving = images.with_spacing(moving, settings.spacing_override)
+    factor, origin = 1.0, fixed.GetOrigin()
+    work_fixed, work_moving = fixed, moving
+    if settings.normalised_units:
+        factor = images.normalisation_factor(fixed)
+        work_fixed = images.to_normalised_units(fixed, factor, origin)
+        work_moving = images.to_normalised_units(moving, factor, origin)
+
+    registration = method.build_method(settings, initial_bspline(work_fixed, settings))
+    observer = _Observer(registration, work_fixed, progress, cancel)
+    registration.AddCommand(sitk.sitkIterationEvent, observer.on_iteration)
+
+    cancelled = False
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    with method.global_thread_count(method.global_threads(settings)):
+        threading_setup = _threading_setup(registration)
+        try:
+            optimised = sitk.BSplineTransform(registration.Execute(work_fixed, work_moving))
+        except RuntimeError:
+            if not observer.cancelled:
+                raise
+            cancelled = True
+            optimised = observer.last_transform(initial_bspline(work_fixed, settings))
+        finally:
+            observer.restore_stderr()
+    end_wall, end_cpu = time.perf_counter(), time.process_time()
+
+    stop_description = "cancelled by the user" if cancelled else registration.GetOptimizerStopConditionDescription()
+    run_facts = {
+        "trace": observer.trace, "stop_description": stop_description, "cancelled": cancelled,
+        "metric_reported": registration.GetMetricValue(),
+        "metric_reevaluated": probes.sampled_metric(work_fixed, work_moving, optimised, settings),
+        "timing": _timing(observer.trace, start_wall, end_wall, end_cpu - start_cpu),
+        "threading": threading_setup,
+        "optimizer": diagnostics.optimizer_report(work_fixed, work_moving, initial_bspline(work_fixed, settings),
+                                                  settings, observer.trace, np.asarray(optimised.GetParameters())),
+    }
+    transform = images.bspline_from_normalised_units(optimised, factor, origin) if settings.normalised_units \
+        else optimised
+    return _assemble(fixed, moving, transform, settings, factor, run_facts, mask)
+
+
+class _Observer:
+    """Records every iteration event; raises :class:`Cancelled` when asked to stop."""
+
+    def __init__(self, registration, fixed, progress, cancel):
+        self.registration = registration
+        self.fixed = fixed
+        self.progress = progress
+        self.cancel = cancel
+        self.trace: list[IterationRecord] = []
+        self.cancelled = False
+        self.previous_position: np.ndarray | None = None
+        self.lbfgs_run = 0
+        self.saved_stderr = None
+        self.started = time.perf_counter()
+
+    def on_iteration(self):
+        r = self.registration
+        position = np.asarray(r.GetOptimizerPosition())
+        iteration = r.GetOptimizerIteration()
+        if self.trace and iteration <= self.trace[-1].iteration:
+            self.lbfgs_run += 1
+        step = 0.0 if self.previous_position is None else _max_voxels(position - self.previous_position, self.fixed)
+        self.previous_position = position
+        scales = np.asarray(r.GetOptimizerScales())
+        record = IterationRecord(
+            event_index=len(self.trace), lbfgs_run=self.lbfgs_run, iteration=iteration,
+            metric=r.GetMetricValue(), step_max_voxels=step,
+            convergence_value=r.GetOptimizerConvergenceValue(), learning_rate=r.GetOptimizerLearningRate(),
+            scales_min=float(scales.min()) if scales.size else float("nan"),
+            scales_max=float(scales.max()) if scales.size else float("nan"),
+            wall_time=time.perf_counter() - self.started)
+        self.trace.append(record)
+        if self.progress is not None:
+            self.progress(record)
+        if self.cancel is not None and self.cancel.is_set():
+            self.cancelled = True
+            self.quiet_stderr()
+            raise Cancelled("registration cancelled")
+
+    def quiet_stderr(self):
+        """SimpleITK prints the traceback of an exception raised in a callback; a cancel is not an error."""
+        self.saved_stderr = sys.stderr
+        sys.stderr = io.StringIO()
+
+    def restore_stderr(self):
+        if self.saved_stderr is not None:
+            sys.stderr = self.saved_stderr
+            self.saved_stderr = None
+
+    def last_transform(self, initial: sitk.BSplineTransform) -> sitk.BSplineTransform:
+        """The transform at the last observed position (the identity when none was observed)."""
+        partial = sitk.BSplineTransform(initial)
+        if self.previous_position is not None:
+            partial.SetParameters(self.previous_position.tolist())
+        return partial
+
+
+def _max_voxels(parameter_change: np.ndarray, image: sitk.Image) -> float:
+    """Largest control-point move in voxels (BSpline parameters are [all x, all y, all z] in mm)."""
+    dimension = image.GetDimension()
+    moves = parameter_change.reshape(dimension, -1).T
+    direction = np.asarray(image.GetDirection()).reshape(dimension, dimension)
+    return float(np.abs((moves @ direction) / np.asarray(image.GetSpacing())).max()) if moves.size else 0.0
+
+
+def _threading_setup(registration: sitk.ImageRegistrationMethod) -> dict[str, object]:
+    return {
+        "threader": sitk.ProcessObject.GetGlobalDefaultThreader(),
+        "global_default_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
+        "method_threads": registration.GetNumberOfThreads(),
+        "work_units": registration.GetNumberOfWorkUnits(),
+    }
+
+
+def _timing(trace: list[IterationRecord], start: float, end: float, cpu: float) -> dict[str, float]:
+    total = end - start
+    if not trace:
+        return {"total_s": total, "cpu_s": cpu, "initialisation_s": total, "per_iteration_s": float("nan")}
+    first = trace[0].wall_time
+    per_iteration = (trace[-1].wall_time - first) / (len(trace) - 1) if len(trace) > 1 else float("nan")
+    return {"total_s": total, "cpu_s": cpu, "initialisation_s": first, "per_iteration_s": per_iteration}
+
+
+def _versions() -> dict[str, str]:
+    return {"simpleitk": sitk.Version_VersionString(), "itk": sitk.Version_ITKVersionString(),
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _coefficients(transform: sitk.BSplineTransform, image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients as [component, z, y, x] arrays, in mm (LPS) and in voxels of ``image``."""
+    mm = np.stack([sitk.GetArrayFromImage(c) for c in transform.GetCoefficientImages()])
+    dimension = image.GetDimension()
+    direction = np.asarray(image.GetDirection()).reshape(dimension, dimension)
+    vectors = np.moveaxis(mm, 0, -1)
+    voxels = np.moveaxis((vectors @ direction) / np.asarray(image.GetSpacing()), -1, 0)
+    return mm, voxels
+
+
+def _assemble(fixed, moving, transform, settings, factor, run_facts, mask) -> RegistrationResult:
+    coefficients_mm, coefficients_voxels = _coefficients(transform, fixed)
+    field_mm = displacement_array(transform, fixed)
+    displacement = field_statistics(field_mm, fixed, mask)
+    trace = run_facts["trace"]
+    cancelled = run_facts["cancelled"]
+    stop_description = run_facts["stop_description"]
+    result = RegistrationResult(
+        transform=transform, settings=settings, spacing=tuple(fixed.GetSpacing()), normalisation_factor=factor,
+        coefficients_mm=coefficients_mm, coefficients_voxels=coefficients_voxels, trace=trace,
+        iterations_per_run=diagnostics.iterations_per_run(trace), stop_description=stop_description,
+        stop_reason="cancelled" if cancelled else diagnostics.classify_stop(settings.optimizer, stop_description),
+        moved=bool(np.any(coefficients_mm != 0)), metric_reported=run_facts["metric_reported"],
+        metric_reevaluated=run_facts["metric_reevaluated"], timing=run_facts["timing"],
+        threading=run_facts["threading"], versions=_versions(), grid=grid_geometry(transform, fixed),
+        displacement=displacement, plausibility=_plausibility(fixed, moving, transform, settings, field_mm, displacement),
+        optimizer=run_facts["optimizer"], cancelled=cancelled)
+    result.warnings.extend(diagnostics.warnings_for(result))
+    return result
+
+
+def _plausibility(fixed, moving, transform, settings, field_mm, displacement) -> Plausibility:
+    identity = sitk.BSplineTransform(transform)
+    identity.SetParameters([0.0] * len(transform.GetParameters()))
+    metric_identity = method.evaluate_metric(fixed, moving, identity, settings)
+    metric_result = method.evaluate_metric(fixed, moving, transform, settings)
+    jacobian = minimum_jacobian_determinant(field_mm, fixed)
+    return Plausibility(
+        metric_identity=metric_identity, metric_result=metric_result, evaluation="dense (every voxel)",
+        improvement=metric_identity - metric_result, max_displacement_voxels=displacement.max_voxels,
+        image_size_voxels=tuple(fixed.GetSize()), min_jacobian_determinant=jacobian, folding=jacobian <= 0)

@@ -1,0 +1,84 @@
+"""The command line: outputs written, every user mistake one line with exit status 2."""
+
+import contextlib
+import io
+import json
+import tempfile
+import unittest
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from testdata import pet_like_pair
+
+from SpacingRegistrationLib import cli
+
+
+def run_cli(*arguments):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main([str(a) for a in arguments])
+    return status, out.getvalue(), err.getvalue()
+
+
+class CommandLineTest(unittest.TestCase):
+    def setUp(self):
+        self.folder = Path(tempfile.mkdtemp())
+        pair = pet_like_pair()
+        self.fixed, self.moving = self.folder / "fixed.nrrd", self.folder / "moving.nrrd"
+        sitk.WriteImage(pair.fixed, str(self.fixed))
+        sitk.WriteImage(pair.moving, str(self.moving))
+
+    def test_register_writes_transform_summary_and_trace(self):
+        output = self.folder / "out"
+        status, out, _ = run_cli("register", "--fixed", self.fixed, "--moving", self.moving, "--quiet",
+                                 "--scales-estimator", "none", "--reproducible", "--lbfgs2-number-of-iterations", 4,
+                                 "--output", output)
+        self.assertEqual(status, 0)
+        self.assertIn("iterations per libLBFGS run: [4, 4]", out)
+        summary = json.loads((output / "result.json").read_text())
+        self.assertEqual(summary["iterations_per_run"], [4, 4])
+        self.assertEqual(summary["settings"]["lbfgs2"]["number_of_iterations"], 4)
+        transform = sitk.ReadTransform(str(output / "transform.tfm"))
+        self.assertEqual(len(transform.GetParameters()), 375)
+        self.assertEqual(len((output / "trace.csv").read_text().splitlines()), 1 + 8)
+
+    def test_settings_file_is_overridden_by_options(self):
+        settings = self.folder / "settings.json"
+        settings.write_text(json.dumps({"scales_estimator": "none", "mesh_size": [3, 3, 3],
+                                        "lbfgs2": {"number_of_iterations": 2}}))
+        status, out, _ = run_cli("register", "--fixed", self.fixed, "--moving", self.moving, "--quiet",
+                                 "--settings", settings, "--mesh-size", 1, 1, 1)
+        self.assertEqual(status, 0)
+        self.assertIn("iterations per libLBFGS run: [2, 2]", out)
+        self.assertIn("[4, 4, 4] control points per axis", run_cli("grid", "--image", self.fixed, "--mesh-size", 1, 1, 1)[1])
+
+    def test_grid_reports_the_geometry(self):
+        status, out, _ = run_cli("grid", "--image", self.fixed, "--mesh-size", 2, 2, 2, "--json", self.folder / "g.json")
+        self.assertEqual(status, 0)
+        self.assertIn("[5, 5, 5] control points per axis", out)
+        numbers = json.loads((self.folder / "g.json").read_text())
+        self.assertEqual(numbers["inside_count"] + numbers["outside_count"], 125)
+
+    def test_user_mistakes_are_one_line_with_status_2(self):
+        cases = [
+            (("register", "--fixed", self.folder / "absent.nrrd", "--moving", self.moving), "fixed image file not found"),
+            (("register", "--fixed", self.fixed, "--moving", self.moving, "--mesh-size", 0, 2, 2), "mesh_size"),
+            (("register", "--fixed", self.fixed, "--moving", self.moving, "--sampling-percentage", 150),
+             "sampling_percentage"),
+            (("register", "--fixed", self.fixed, "--moving", self.moving, "--spacing-override", -1), "spacing_override"),
+            (("register", "--fixed", self.fixed, "--moving", self.moving, "--settings", self.folder / "none.json"),
+             "settings file not found"),
+            (("grid", "--image", self.fixed, "--transform", self.folder / "none.tfm"), "transform file not found"),
+        ]
+        for arguments, expected in cases:
+            with self.subTest(expected):
+                status, out, err = run_cli(*arguments)
+                self.assertEqual(status, 2)
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertIn(expected, err)
+                self.assertNotIn("Traceback", err)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,26 @@
+"""Small real-derived images shared by the engine tests (cached per process)."""
+
+import functools
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SpacingRegistration"))
+
+import SimpleITK as sitk
+
+from SpacingRegistrationLib import sample_data
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@functools.lru_cache(maxsize=None)
+def _pet_like_pair(voxel_size_mm: float) -> sample_data.SamplePair:
+    paths = sample_data.fetch_mni152()
+    return sample_data.make_pet_like_pair(paths["gm"], paths["wm"], voxel_size_mm=voxel_size_mm)
+
+
+def pet_like_pair(voxel_size_mm: float = 4.0) -> sample_data.SamplePair:
+    """The MNI152-derived PET-like pair (about 47x56x49 voxels at 4 mm); images are fresh copies."""
+    pair = _pet_like_pair(voxel_size_mm)
+    return sample_data.SamplePair(sitk.Image(pair.fixed), sitk.Image(pair.moving),
+                                  sitk.Image(pair.displacement), pair.description)
