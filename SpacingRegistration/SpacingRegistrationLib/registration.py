@@ -136,8 +136,10 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
         work_fixed = images.to_normalised_units(fixed, factor, origin)
         work_moving = images.to_normalised_units(moving, factor, origin)
 
-    registration = method.build_method(settings, initial_bspline(work_fixed, settings))
-    observer = _Observer(registration, work_fixed, progress, cancel)
+    initial = initial_bspline(work_fixed, settings)
+    start_position = np.asarray(initial.GetParameters())
+    registration = method.build_method(settings, initial)
+    observer = _Observer(registration, work_fixed, start_position, progress, cancel)
     registration.AddCommand(sitk.sitkIterationEvent, observer.on_iteration)
 
     cancelled = False
@@ -173,14 +175,14 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
 class _Observer:
     """Records every iteration event; raises :class:`Cancelled` when asked to stop."""
 
-    def __init__(self, registration, fixed, progress, cancel):
+    def __init__(self, registration, fixed, start_position: np.ndarray, progress, cancel):
         self.registration = registration
         self.fixed = fixed
         self.progress = progress
         self.cancel = cancel
         self.trace: list[IterationRecord] = []
         self.cancelled = False
-        self.previous_position: np.ndarray | None = None
+        self.previous_position = start_position
         self.lbfgs_run = 0
         self.saved_stderr = None
         self.started = time.perf_counter()
@@ -191,7 +193,7 @@ class _Observer:
         iteration = r.GetOptimizerIteration()
         if self.trace and iteration <= self.trace[-1].iteration:
             self.lbfgs_run += 1
-        step = 0.0 if self.previous_position is None else _max_voxels(position - self.previous_position, self.fixed)
+        step = _max_voxels(position - self.previous_position, self.fixed)
         self.previous_position = position
         scales = np.asarray(r.GetOptimizerScales())
         record = IterationRecord(
@@ -220,10 +222,9 @@ class _Observer:
             self.saved_stderr = None
 
     def last_transform(self, initial: sitk.BSplineTransform) -> sitk.BSplineTransform:
-        """The transform at the last observed position (the identity when none was observed)."""
+        """The transform at the last observed position (the start when none was observed)."""
         partial = sitk.BSplineTransform(initial)
-        if self.previous_position is not None:
-            partial.SetParameters(self.previous_position.tolist())
+        partial.SetParameters(self.previous_position.tolist())
         return partial
 
 
