@@ -1,4 +1,4 @@
-"""Command line: ``spacingreg register | grid | demo``. User mistakes give one line and exit status 2."""
+"""Command line: ``spacingreg register | grid | study | report | demo``. User mistakes give one line and exit status 2."""
 
 from __future__ import annotations
 
@@ -15,13 +15,19 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from . import sample_data
+from .report import write_report
+from .study_runner import EXECUTORS, run_study
+from .study_spec import StudySpec, spec_from_dict
+from .study_store import StudyFolderError, open_study
+from .variability import analyse
 from .describe import describe_grid, describe_result
 from .grid import grid_geometry, initial_bspline
 from .images import InputImageError, check_image, read_image
 from .registration import RegistrationResult, run
 from .settings import RegistrationSettings, SettingsError, from_dict, to_dict
 
-USER_ERRORS = (SettingsError, InputImageError, FileNotFoundError, NotADirectoryError, PermissionError)
+USER_ERRORS = (SettingsError, InputImageError, StudyFolderError, FileNotFoundError, NotADirectoryError,
+               PermissionError)
 _NESTED = ("lbfgs2", "lbfgsb", "gradient_descent")
 
 
@@ -60,25 +66,33 @@ def add_settings_arguments(parser: argparse.ArgumentParser):
             _add_field(group, f"--{f.name}".replace("_", "-"), f.name, f.type, getattr(defaults, f.name))
 
 
-def settings_from_arguments(arguments: argparse.Namespace) -> RegistrationSettings:
-    """Settings file (if any) overridden by the options given."""
-    values = {}
-    if arguments.settings is not None:
-        if not arguments.settings.is_file():
-            raise FileNotFoundError(f"settings file not found: {arguments.settings}")
-        try:
-            values = json.loads(arguments.settings.read_text())
-        except json.JSONDecodeError as error:
-            raise SettingsError(f"settings file {arguments.settings} is not valid JSON ({error})") from None
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise SettingsError(f"{what} file {path} is not valid JSON ({error})") from None
+
+
+def _apply_setting_options(arguments: argparse.Namespace, values: dict) -> dict:
+    """``values`` (a settings dictionary) with the setting options given on the command line applied."""
+    values = {key: dict(value) if isinstance(value, dict) else value for key, value in values.items()}
     for dest, value in vars(arguments).items():
-        if value is None or dest == "settings" or dest.split(".")[0] not in _known_fields():
+        if value is None or dest.split(".")[0] not in _known_fields():
             continue
         if "." in dest:
             outer, inner = dest.split(".")
             values.setdefault(outer, {})[inner] = value
         else:
             values[dest] = list(value) if isinstance(value, list) else value
-    return from_dict(values)
+    return values
+
+
+def settings_from_arguments(arguments: argparse.Namespace) -> RegistrationSettings:
+    """Settings file (if any) overridden by the options given."""
+    values = _read_json(arguments.settings, "settings") if arguments.settings is not None else {}
+    return from_dict(_apply_setting_options(arguments, values))
 
 
 def _known_fields() -> set[str]:
@@ -150,13 +164,95 @@ def command_grid(arguments) -> int:
     return 0
 
 
+def _print_study_progress(done: int, total: int, row: dict):
+    filled = int(30 * done / total)
+    print(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} runs ({row['run_id']})",
+          end="", file=sys.stderr, flush=True)
+
+
+def study_spec_from_arguments(arguments) -> StudySpec:
+    """Study file (if any), then a settings file, then the options given, each overriding the one before."""
+    values = _read_json(arguments.spec, "study") if arguments.spec is not None else {}
+    for name in ("spacings", "repeats", "seeds", "seed_policy", "modes", "reference_spacing"):
+        value = getattr(arguments, name)
+        if value is not None:
+            values[name] = value
+    settings = values.get("settings", {})
+    if arguments.settings is not None:
+        settings = {**settings, **_read_json(arguments.settings, "settings")}
+    values["settings"] = to_dict(from_dict(_apply_setting_options(arguments, settings)))
+    return spec_from_dict(values)
+
+
+def _run_and_report(spec: StudySpec, fixed, moving, output: Path, executor: str, workers, scheduler) -> int:
+    with _cancel_on_interrupt() as cancel:
+        outcome = run_study(spec, fixed, moving, output, executor=executor, workers=workers, scheduler=scheduler,
+                            progress=_print_study_progress, cancel=cancel)
+    print(file=sys.stderr)
+    store = outcome.store
+    print(f"{len(outcome.completed)} run(s) done now, {len(outcome.skipped)} already finished, "
+          f"{len(store.pending())} pending" + (f", {store.dropped_lines} damaged row(s) dropped and redone"
+                                               if store.dropped_lines else ""))
+    for run_id, reason in outcome.failed.items():
+        print(f"  FAILED {run_id}: {reason}")
+    if store.rows:
+        _write_study_report(store, output / "report")
+    if outcome.cancelled:
+        print("Cancelled: every finished run is kept; run the same command again to resume.")
+        return 130
+    return 0 if not outcome.failed else 1
+
+
+def _write_study_report(store, folder: Path):
+    analysis = analyse(store, output=folder / "spread_maps")
+    paths = write_report(store, analysis, folder)
+    print("Diagnosis:")
+    for statement in analysis.statements:
+        print(f"  - {statement['text']}")
+    print(f"Report: {paths['html']} (numbers in {paths['json'].name}, {paths['runs_csv'].name}, "
+          f"{paths['groups_csv'].name})")
+
+
+def command_study(arguments) -> int:
+    spec = study_spec_from_arguments(arguments)
+    return _run_and_report(spec, arguments.fixed, arguments.moving, arguments.output, arguments.executor,
+                           arguments.workers, arguments.scheduler)
+
+
+def command_report(arguments) -> int:
+    store = open_study(arguments.study)
+    if not store.rows:
+        raise StudyFolderError(f"{arguments.study} has no finished run yet")
+    _write_study_report(store, arguments.output or arguments.study / "report")
+    return 0
+
+
 def command_demo(arguments) -> int:
     paths = sample_data.fetch_mni152()
     pair = sample_data.make_pet_like_pair(paths["gm"], paths["wm"], voxel_size_mm=arguments.voxel_size)
     data = sample_data.write_pair(pair, arguments.output / "data")
     print(f"{pair.description}\nWrote the pair to {data['fixed'].parent}")
-    settings = settings_from_arguments(arguments)
-    return _register_and_report(pair.fixed, pair.moving, settings, arguments.output / "registration")
+    spec = study_spec_from_arguments(arguments)
+    print(f"Study: spacings {list(spec.spacings)} x {spec.repeats} repeats x modes {list(spec.modes)} "
+          f"= {len(spec.runs())} registrations with the reported set-up")
+    return _run_and_report(spec, data["fixed"], data["moving"], arguments.output / "study", arguments.executor,
+                           arguments.workers, arguments.scheduler)
+
+
+def add_study_arguments(parser: argparse.ArgumentParser, spacings=None, repeats=None, modes=None):
+    group = parser.add_argument_group("study")
+    group.add_argument("--spec", type=Path, help="JSON study file (StudySpec.to_dict form); options override it")
+    group.add_argument("--spacings", type=float, nargs="+", default=spacings, help="spacings to register at (mm)")
+    group.add_argument("--repeats", type=int, default=repeats, help="runs per spacing and mode")
+    group.add_argument("--seeds", type=int, nargs="+", help="one sampling seed per repeat")
+    group.add_argument("--seed-policy", choices=("fixed", "per_repeat"),
+                       help="without --seeds: the same seed for every repeat, or seed + repeat")
+    group.add_argument("--modes", nargs="+", default=modes,
+                       help="units-threads pairs: native|normalised - default|reproducible")
+    group.add_argument("--reference-spacing", type=float, help="spacing the others are compared with")
+    group.add_argument("--executor", choices=EXECUTORS, default="pool")
+    group.add_argument("--workers", type=int, help="pool processes (default: one per core)")
+    group.add_argument("--scheduler", help="Dask distributed scheduler address (with --executor dask)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,9 +274,24 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--json", type=Path, help="write the numbers to this JSON file")
     grid.set_defaults(handler=command_grid)
 
-    demo = commands.add_parser("demo", help="PET-like pair from the MNI152 template, registered and diagnosed")
+    study = commands.add_parser("study", help="the registration at several spacings, repeated, in several modes")
+    study.add_argument("--fixed", type=Path, required=True, help="fixed image file")
+    study.add_argument("--moving", type=Path, required=True, help="moving image file")
+    study.add_argument("--output", type=Path, required=True, help="study folder (resumed if it holds this study)")
+    add_study_arguments(study)
+    add_settings_arguments(study)
+    study.set_defaults(handler=command_study)
+
+    report = commands.add_parser("report", help="analyse a study folder again and write its report")
+    report.add_argument("--study", type=Path, required=True, help="study folder")
+    report.add_argument("--output", type=Path, help="report folder (default: <study>/report)")
+    report.set_defaults(handler=command_report)
+
+    demo = commands.add_parser("demo", help="a study on a PET-like pair made from the MNI152 template")
     demo.add_argument("--output", type=Path, default=Path("output/demo"))
     demo.add_argument("--voxel-size", type=float, default=4.0, help="voxel size of the generated pair in mm")
+    add_study_arguments(demo, spacings=[1.0, 4.0, 10.0], repeats=2,
+                        modes=["native-default", "normalised-reproducible"])
     add_settings_arguments(demo)
     demo.set_defaults(handler=command_demo)
     return parser

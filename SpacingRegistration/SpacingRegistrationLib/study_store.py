@@ -1,0 +1,158 @@
+"""A study's output folder: nothing finished is ever lost, nothing half-written is ever trusted.
+
+Layout::
+
+    study.json               the specification and a fingerprint of the input images
+    inputs/fixed.nrrd, inputs/moving.nrrd
+    runs.jsonl               one row per finished run (appended whole, fsync'ed)
+    transforms/<run_id>.tfm  the run's BSpline (written to a temporary name, then renamed)
+
+A row counts only if it parses and its transform file exists; anything else (a line cut by a crash) is
+dropped when the folder is opened, and that run is done again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .settings import SettingsError
+from .study_spec import StudySpec, spec_from_dict
+
+
+class StudyFolderError(ValueError):
+    """The output folder cannot hold this study; the message says why."""
+
+
+def image_fingerprint(image: sitk.Image) -> str:
+    """SHA-256 of the voxels and the geometry."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)).tobytes())
+    digest.update(repr((image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
+                        image.GetPixelIDValue())).encode())
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, write):
+    temporary = path.with_name(path.name + ".part")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+@dataclass
+class StudyStore:
+    """An opened study folder with its finished rows."""
+
+    folder: Path
+    spec: StudySpec
+    rows: dict[str, dict] = field(default_factory=dict)
+    dropped_lines: int = 0
+
+    @property
+    def fixed_path(self) -> Path:
+        return self.folder / "inputs" / "fixed.nrrd"
+
+    @property
+    def moving_path(self) -> Path:
+        return self.folder / "inputs" / "moving.nrrd"
+
+    @property
+    def runs_path(self) -> Path:
+        return self.folder / "runs.jsonl"
+
+    def transform_path(self, run_id: str) -> Path:
+        return self.folder / "transforms" / f"{run_id}.tfm"
+
+    def record(self, payload: dict) -> dict:
+        """Write a finished run: its transform first, then its row. Returns the row."""
+        transform = sitk.BSplineTransform(3, 3)
+        transform.SetFixedParameters(payload["fixed_parameters"])
+        transform.SetParameters(payload["parameters"])
+        path = self.transform_path(payload["run_id"])
+        temporary = path.with_name(path.stem + ".part.tfm")  # WriteTransform picks the format by extension
+        sitk.WriteTransform(transform, str(temporary))
+        os.replace(temporary, path)
+        row = {key: value for key, value in payload.items() if key not in ("fixed_parameters", "parameters")}
+        row["transform"] = str(path.relative_to(self.folder))
+        line = json.dumps(row, default=float) + "\n"
+        with self.runs_path.open("a") as stream:
+            stream.write(line)
+            stream.flush()
+            os.fsync(stream.fileno())
+        self.rows[row["run_id"]] = row
+        return row
+
+    def read_transform(self, run_id: str) -> sitk.BSplineTransform:
+        return sitk.BSplineTransform(sitk.ReadTransform(str(self.transform_path(run_id))))
+
+    def pending(self):
+        """Runs of the specification without a finished row."""
+        return [run for run in self.spec.runs() if run.run_id not in self.rows]
+
+
+def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Image) -> StudyStore:
+    """Start a study in ``folder``, or reopen it to resume: the same study (spec and images) only."""
+    folder = Path(folder)
+    fingerprint = {"fixed": image_fingerprint(fixed), "moving": image_fingerprint(moving)}
+    description = {"spec": spec.to_dict(), "inputs": fingerprint}
+    study_file = folder / "study.json"
+    if study_file.is_file():
+        existing = json.loads(study_file.read_text())
+        if existing != description:
+            raise StudyFolderError(f"{folder} holds a different study (other settings or images); "
+                                   "choose another output folder")
+        return _load(folder, spec)
+    if folder.exists() and any(folder.iterdir()):
+        raise StudyFolderError(f"{folder} is not empty and holds no study; choose an empty or new folder")
+    try:
+        for sub in ("inputs", "transforms"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        store = StudyStore(folder, spec)
+        _write_atomically(store.fixed_path, lambda p: sitk.WriteImage(fixed, str(p), useCompression=True, imageIO="NrrdImageIO"))
+        _write_atomically(store.moving_path, lambda p: sitk.WriteImage(moving, str(p), useCompression=True, imageIO="NrrdImageIO"))
+        _write_atomically(study_file, lambda p: p.write_text(json.dumps(description, indent=2)))
+    except OSError as error:
+        raise StudyFolderError(f"cannot write the study to {folder}: {error.strerror or error}") from None
+    return store
+
+
+def open_study(folder) -> StudyStore:
+    """Reopen an existing study folder (for analysis and reports)."""
+    folder = Path(folder)
+    study_file = folder / "study.json"
+    if not study_file.is_file():
+        raise StudyFolderError(f"{folder} holds no study (study.json not found)")
+    try:
+        spec = spec_from_dict(json.loads(study_file.read_text())["spec"])
+    except (json.JSONDecodeError, KeyError, SettingsError) as error:
+        raise StudyFolderError(f"{study_file} is damaged: {error}") from None
+    return _load(folder, spec)
+
+
+def _load(folder: Path, spec: StudySpec) -> StudyStore:
+    store = StudyStore(folder, spec)
+    if not store.runs_path.is_file():
+        return store
+    kept, dropped = [], 0
+    for line in store.runs_path.read_text().splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if not line.endswith("\n") or not isinstance(row, dict) or "run_id" not in row \
+                or not store.transform_path(row["run_id"]).is_file():
+            dropped += 1
+            continue
+        kept.append(line)
+        store.rows[row["run_id"]] = row
+    if dropped:
+        _write_atomically(store.runs_path, lambda p: p.write_text("".join(kept)))
+    store.dropped_lines = dropped
+    return store
