@@ -20,3 +20,4 @@ test: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed
 	$(PY) Testing/benchmarks/bench_engine.py
+	$(PY) Testing/benchmarks/bench_study.py

@@ -43,16 +43,15 @@ def to_voxel_units(vectors_mm: np.ndarray, reference: sitk.Image) -> np.ndarray:
 
 def field_statistics(vectors_mm: np.ndarray, reference: sitk.Image, mask: np.ndarray | None = None) -> FieldStatistics:
     """Statistics of vector magnitudes inside ``mask`` (numpy order, same grid as ``reference``)."""
-    if mask is None:
-        mask = np.ones(vectors_mm.shape[:-1], dtype=bool)
-    elif mask.shape != vectors_mm.shape[:-1]:
+    if mask is not None and mask.shape != vectors_mm.shape[:-1]:
         raise ValueError(f"mask shape {mask.shape} does not match the field's grid {vectors_mm.shape[:-1]}")
-    if not mask.any():
+    if mask is not None and not mask.any():
         raise ValueError("the mask selects no voxel")
-    mm = np.linalg.norm(vectors_mm[mask], axis=-1)
-    voxels = np.linalg.norm(to_voxel_units(vectors_mm[mask], reference), axis=-1)
+    selected = vectors_mm.reshape(-1, vectors_mm.shape[-1]) if mask is None else vectors_mm[mask]
+    mm = np.linalg.norm(selected, axis=-1)
+    voxels = np.linalg.norm(to_voxel_units(selected, reference), axis=-1)
     return FieldStatistics(
-        voxels=int(mask.sum()),
+        voxels=len(selected),
         mean_mm=float(mm.mean()), max_mm=float(mm.max()),
         percentiles_mm={p: float(v) for p, v in zip(PERCENTILES, np.percentile(mm, PERCENTILES))},
         mean_voxels=float(voxels.mean()), max_voxels=float(voxels.max()),

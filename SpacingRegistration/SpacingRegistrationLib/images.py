@@ -44,7 +44,7 @@ def check_image(image: sitk.Image, role: str = "image") -> sitk.Image:
         raise InputImageError(f"{role} contains {int(values.size - finite.sum())} NaN or infinite voxel(s)")
     if values.min() == values.max():
         raise InputImageError(f"{role} is constant (every voxel is {float(values.flat[0])!r}): nothing to register")
-    return sitk.Cast(image, sitk.sitkFloat32)
+    return image if image.GetPixelID() == sitk.sitkFloat32 else sitk.Cast(image, sitk.sitkFloat32)
 
 
 def check_pair(fixed: sitk.Image, moving: sitk.Image) -> tuple[sitk.Image, sitk.Image]:

@@ -46,21 +46,24 @@ def _threads(analysis: StudyAnalysis) -> list[dict]:
     statements = []
     for group in analysis.groups:
         units, threads = group.mode.split("-")
-        if threads != "default" or len(group.runs) < 2 or len(set(group.seeds)) != 1:
+        if threads != "default" or len(group.runs) < 2 or len(set(group.seeds)) != 1 or group.bitwise_identical:
             continue
         single = next((g for g in analysis.groups if g.mode == f"{units}-reproducible" and g.spacing == group.spacing),
                       None)
-        if group.bitwise_identical or single is None or not single.bitwise_identical:
-            continue
+        text = (f"At spacing {group.spacing:g} ({units}) repeats with the same seed differ by up to "
+                f"{group.spread_voxels['max']:.3g} voxels ({group.relative_spread:.1%} of the mean displacement; "
+                f"iterations {group.iterations['min']:g}..{group.iterations['max']:g}) with "
+                f"{'/'.join(map(str, group.work_units))} work units")
+        if single is not None and single.bitwise_identical:
+            text += (", and are bit-identical with one work unit: the run-to-run variability comes from several "
+                     "work units (Mattes MI adds per-thread derivatives in lock order).")
+        else:
+            text += ("; with one seed, only the threads differ between them (Mattes MI adds per-thread derivatives "
+                     "in lock order). Add the reproducible mode to confirm.")
         statements.append(_statement(
-            "threads",
-            f"At spacing {group.spacing:g} ({units}) repeats with the same seed differ by up to "
-            f"{group.spread_voxels['max']:.3g} voxels (iterations {group.iterations['min']:g}..{group.iterations['max']:g}) "
-            f"with {'/'.join(map(str, group.work_units))} work units, and are bit-identical with one work unit: the run-to-run "
-            "variability comes from several work units (Mattes MI adds per-thread derivatives in lock order).",
-            spacing=group.spacing, units=units, spread_max_voxels=group.spread_voxels["max"],
+            "threads", text, spacing=group.spacing, units=units, spread_max_voxels=group.spread_voxels["max"],
             relative_spread=group.relative_spread, work_units=group.work_units,
-            reproducible_bitwise_identical=single.bitwise_identical))
+            reproducible_bitwise_identical=None if single is None else single.bitwise_identical))
     return statements
 
 
@@ -79,16 +82,17 @@ def _spacing_effect(analysis: StudyAnalysis) -> list[dict]:
         by_mode.setdefault(group.mode, []).append(group)
     reference = analysis.reference_spacing
     worst = {mode: _largest_difference(groups, reference) for mode, groups in by_mode.items()}
-    native = worst.get("native-reproducible")
+    native_mode = "native-reproducible" if worst.get("native-reproducible") is not None else "native-default"
+    native = worst.get(native_mode)
     if native is not None and native[0] > SAME_FIELD_VOXELS:
         difference, group = native
-        iterations = [g.iterations["mean"] for g in by_mode["native-reproducible"]]
+        iterations = [g.iterations["mean"] for g in by_mode[native_mode]]
+        threads = "With one work unit the result still" if native_mode == "native-reproducible" else "The result"
         statements.append(_statement(
             "spacing_effect",
-            f"With one work unit the result still depends on the spacing: at {group.spacing:g} it differs from "
-            f"spacing {reference:g} by up to {difference:.3g} voxels (mean iterations per spacing "
-            f"{min(iterations):g}..{max(iterations):g}).",
-            reference_spacing=reference, spacing=group.spacing, max_difference_voxels=difference))
+            f"{threads} depends on the spacing: at {group.spacing:g} it differs from spacing {reference:g} by up to "
+            f"{difference:.3g} voxels (mean iterations per spacing {min(iterations):g}..{max(iterations):g}).",
+            mode=native_mode, reference_spacing=reference, spacing=group.spacing, max_difference_voxels=difference))
     normalised = worst.get("normalised-reproducible")
     if normalised is not None:
         difference, group = normalised
