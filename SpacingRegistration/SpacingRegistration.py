@@ -91,7 +91,8 @@ except ImportError:  # pragma: no cover - every slicer-core so far has it
         def __init__(self):
             pass
 
-from SpacingRegistrationLib import describe, images, mrml_bridge, registration
+from SpacingRegistrationLib import (describe, images, mrml_bridge, registration, report, study_nodes, study_runner,
+                                    variability)
 from SpacingRegistrationLib.diagnostics import STOP_REASON_TEXT
 from SpacingRegistrationLib.grid import grid_geometry, initial_bspline, mesh_size_for
 from SpacingRegistrationLib.settings import (
@@ -624,7 +625,8 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._jobInputs = None
         self._expectedIterations = 0
         self._pollTimer = None
-        self._studyCancel = None
+        self._studyJob = None
+        self._studyPollTimer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -640,6 +642,9 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.connect("timeout()", self._onPollTimer)
+        self._studyPollTimer = qt.QTimer()
+        self._studyPollTimer.setInterval(POLL_INTERVAL_MS)
+        self._studyPollTimer.connect("timeout()", self._onStudyPollTimer)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -651,11 +656,6 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.runStudyButton.connect("clicked(bool)", self.onRunStudyButton)
         self.ui.diagnosisTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._showWarningsOfTable)
 
-        if not hasattr(self.logic, "runStudy"):
-            self.ui.runStudyButton.enabled = False
-            self.ui.runStudyButton.toolTip = _("Studies are not available in this version of the module logic "
-                                               "(SpacingRegistrationLogic has no runStudy); use the spacingreg "
-                                               "command line: spacingreg study --help")
         self.ui.progressBar.setValue(0)
         self.ui.statusLabel.text = ""
 
@@ -674,8 +674,11 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self._job.wait(10.0)
         if self._pollTimer is not None:
             self._pollTimer.stop()
-        if self._studyCancel is not None:
-            self._studyCancel.set()
+        if self._studyJob is not None:
+            self._studyJob.cancel()
+            self._studyJob.wait(10.0)
+        if self._studyPollTimer is not None:
+            self._studyPollTimer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -741,7 +744,7 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         else:
             self.ui.applyButton.text = _("Apply")
             node = self._parameterNode
-            if self._studyCancel is not None:
+            if self._studyJob is not None:
                 self.ui.applyButton.toolTip = _("A study is running")
                 self.ui.applyButton.enabled = False
             elif node and node.fixedVolume and node.movingVolume:
@@ -752,7 +755,11 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
                 self.ui.applyButton.enabled = False
         canShowGrid = bool(self._parameterNode and self._parameterNode.fixedVolume)
         self.ui.showGridButton.enabled = canShowGrid
-        if hasattr(self.logic, "runStudy"):
+        if self._studyJob is not None:
+            self.ui.runStudyButton.text = _("Cancelling study...") if self._studyJob.cancelRequested else _("Cancel study")
+            self.ui.runStudyButton.enabled = not self._studyJob.cancelRequested
+        else:
+            self.ui.runStudyButton.text = _("Run study")
             self.ui.runStudyButton.enabled = self._job is None and bool(
                 self._parameterNode and self._parameterNode.fixedVolume and self._parameterNode.movingVolume)
 
@@ -859,33 +866,60 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     # --- study ----------------------------------------------------------------------------------------------------
 
     def onRunStudyButton(self) -> None:
-        if self._studyCancel is not None:
-            self._studyCancel.set()
-            self.ui.runStudyButton.text = _("Cancelling study...")
-            return
-        if not hasattr(self.logic, "runStudy"):
-            return
-        with slicer.util.tryWithErrorDisplay(_("Study failed."), waitCursor=False):
-            values = self._parameterValues()
-            spec = studySpecFromParameterValues(values)
-            self._studyCancel = threading.Event()
-            self.ui.runStudyButton.text = _("Cancel study")
+        if self._studyJob is not None:
+            self._studyJob.cancel()
             self._updateButtons()
-            try:
-                self.logic.runStudy(self._parameterNode.fixedVolume, self._parameterNode.movingVolume, spec,
-                                    str(self._parameterNode.studyFolder), progress=self._onStudyProgress,
-                                    cancel=self._studyCancel)
-            finally:
-                self._studyCancel = None
-                self.ui.runStudyButton.text = _("Run study")
-                self._updateButtons()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the study."), waitCursor=True):
+            spec = studySpecFromParameterValues(self._parameterValues())
+            fixedImage, movingImage = self.logic.imagesFromVolumeNodes(self._parameterNode.fixedVolume,
+                                                                       self._parameterNode.movingVolume)
+            folder = str(self._parameterNode.studyFolder)
+            self.ui.studyProgressBar.setRange(0, len(spec.runs()))
+            self.ui.studyProgressBar.setValue(0)
+            self.ui.studyStatusLabel.text = _("Starting the study...")
+            self._studyJob = BackgroundJob(computeStudyInWorker, fixedImage, movingImage, spec, folder).start()
+            self._studyPollTimer.start()
+        self._updateButtons()
 
-    def _onStudyProgress(self, done, total, row=None, *args) -> None:
-        self.ui.studyProgressBar.setRange(0, max(1, int(total)))
-        self.ui.studyProgressBar.setValue(int(done))
-        runId = row.get("run_id", "") if isinstance(row, dict) else ""
-        self.ui.studyStatusLabel.text = f"{done}/{total} runs {runId}"
-        slicer.app.processEvents()  # lets Cancel be clicked (as SlicerElastix does while elastix runs)
+    def _onStudyPollTimer(self) -> None:
+        job = self._studyJob
+        if job is None:
+            self._studyPollTimer.stop()
+            return
+        job.wait(WORKER_SLICE_SECONDS)
+        if job.lastProgress is not None:
+            done, total, row = job.lastProgress
+            self.ui.studyProgressBar.setRange(0, max(1, int(total)))
+            self.ui.studyProgressBar.setValue(int(done))
+            self.ui.studyStatusLabel.text = f"{done}/{total} runs ({row['run_id']})"
+        if not job.done:
+            return
+        self._studyPollTimer.stop()
+        self._studyJob = None
+        if job.error is not None:
+            self.ui.studyStatusLabel.text = _("Study failed.")
+            slicer.util.errorDisplay(_("Study failed: {error}").format(error=job.error), detailedText=job.errorTraceback)
+        else:
+            outcome, analysis, reportPaths = job.result
+            with slicer.util.tryWithErrorDisplay(_("Failed to create the study's nodes."), waitCursor=True):
+                if analysis is not None:
+                    nodes = self.logic.createStudyNodes(outcome.store, analysis, reportPaths, scene=slicer.mrmlScene)
+                    self.ui.studyStatusLabel.text = _("{runs} runs; report: {report}").format(
+                        runs=len(outcome.store.rows), report=reportPaths["html"])
+                    self._showWarnings([statement["text"] for statement in analysis.statements])
+                    slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
+                    slicer.modules.plots.logic().ShowChartInLayout(nodes["charts"][0])
+                if outcome.cancelled:
+                    self.ui.studyStatusLabel.text += _(" (cancelled: finished runs kept; run again to resume)")
+        self._updateButtons()
+
+
+def computeStudyInWorker(fixedImage, movingImage, spec, folder, progress=None, cancel=None):
+    """The study for a BackgroundJob: its progress gets one (done, total, row) tuple per finished run."""
+    return SpacingRegistrationLogic.computeStudy(fixedImage, movingImage, spec, folder,
+                                                 progress=lambda done, total, row: progress((done, total, row)),
+                                                 cancel=cancel)
 
 
 #
@@ -1125,6 +1159,39 @@ class SpacingRegistrationLogic(ScriptedLoadableModuleLogic):
         return len(models)
 
 
+    # --- studies --------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def computeStudy(fixedImage, movingImage, spec, outputFolder, progress=None, cancel=None, executor="sequential"):
+        """Run (or resume) a study into ``outputFolder`` and write its report (no MRML; safe in a worker thread).
+
+        Returns (StudyOutcome, StudyAnalysis or None, report paths or None); the analysis is None while no run has
+        finished. Inside the Slicer app use the sequential executor: a process pool would start Slicer itself.
+        """
+        outcome = study_runner.run_study(spec, fixedImage, movingImage, outputFolder, executor=executor,
+                                         progress=progress, cancel=cancel)
+        if not outcome.store.rows:
+            return outcome, None, None
+        reportFolder = pathlib.Path(outputFolder) / "report"
+        analysis = variability.analyse(outcome.store, output=reportFolder / "spread_maps")
+        return outcome, analysis, report.write_report(outcome.store, analysis, reportFolder)
+
+    def createStudyNodes(self, store, analysis, reportPaths, scene=None, prefix="Study") -> dict:
+        """New table, plot chart and spread-map volume nodes for a study (main thread)."""
+        return study_nodes.createStudyNodes(scene if scene is not None else self.sceneFor(), store, analysis,
+                                            reportPaths, prefix)
+
+    def runStudy(self, fixedVolumeNode, movingVolumeNode, spec, outputFolder, progress=None, cancel=None,
+                 executor="sequential"):
+        """The study on two volume nodes: (StudyOutcome, dict of new nodes). Finished runs are kept on cancel."""
+        scene = self.sceneFor(fixedVolumeNode, movingVolumeNode)
+        fixedImage, movingImage = self.imagesFromVolumeNodes(fixedVolumeNode, movingVolumeNode)
+        outcome, analysis, reportPaths = self.computeStudy(fixedImage, movingImage, spec, outputFolder, progress,
+                                                           cancel, executor)
+        nodes = {} if analysis is None else self.createStudyNodes(outcome.store, analysis, reportPaths, scene=scene)
+        return outcome, nodes
+
+
 def _jsonDefault(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
@@ -1296,6 +1363,35 @@ class SpacingRegistrationTest(ScriptedLoadableModuleTest):
         self.logic.register(fixed, moving, self.FAST, outputTransformNode=transformNode, outputTableNode=tableNode)
         self.assertEqual(self.scene.GetNumberOfNodes(), count)
         self.assertEqual(len(self.logic.diagnosisFromTableNode(tableNode)), len(rows))
+
+    def test_study_creates_tables_charts_spread_maps_and_report(self):
+        self._say("Run a small study on the volumes")
+        fixed, moving = self._volumePair()
+        from SpacingRegistrationLib.study_spec import StudySpec
+
+        spec = StudySpec(settings=self.logic.settingsFrom(self.FAST), spacings=(1.0, 4.0), repeats=2,
+                         modes=("native-default", "normalised-reproducible"))
+        with tempfile.TemporaryDirectory() as folder:
+            cancel = threading.Event()
+            first, nodes = self.logic.runStudy(fixed, moving, spec, folder,
+                                               progress=lambda done, total, row: done == 3 and cancel.set(),
+                                               cancel=cancel)
+            self.assertTrue(first.cancelled)
+            self.assertEqual(len(first.store.rows), 3)  # finished runs are kept
+            outcome, nodes = self.logic.runStudy(fixed, moving, spec, folder)
+            self.assertTrue(outcome.finished)
+            self.assertEqual(len(outcome.skipped), 3)
+            groups = nodes["groups"]
+            self.assertEqual(groups.GetNumberOfRows(), 4)
+            self.assertEqual(nodes["runs"].GetNumberOfRows(), 8)
+            self.assertEqual(len(nodes["charts"]), 3)
+            self.assertEqual(nodes["charts"][0].GetNumberOfPlotSeriesNodes(), 2)
+            self.assertEqual(len(nodes["spreadMaps"]), 4)
+            self.assertEqual(nodes["spreadMaps"][0].GetImageData().GetDimensions(),
+                             fixed.GetImageData().GetDimensions())
+            self.assertTrue(pathlib.Path(groups.GetAttribute(study_nodes.REPORT_ATTRIBUTE)).is_file())
+            for node in [groups, nodes["runs"], *nodes["charts"], *nodes["spreadMaps"]]:
+                self.assertIs(node.GetScene(), self.scene)
 
     def test_spacing_override_transform_is_in_volume_units(self):
         self._say("Spacing override: the output transform maps the volumes themselves")

@@ -11,7 +11,7 @@ from pathlib import Path
 MODULE_DIRECTORY = Path(__file__).resolve().parents[1] / "SpacingRegistration"
 LIBRARY_DIRECTORY = MODULE_DIRECTORY / "SpacingRegistrationLib"
 #: Files of the library that may use slicer and vtk (but never qt/ctk).
-MRML_FILES = {"mrml_bridge.py", "rendering.py"}
+MRML_FILES = {"mrml_bridge.py", "rendering.py", "study_nodes.py"}
 ENGINE_PACKAGES = {"SimpleITK", "numpy", "SpacingRegistrationLib"}
 #: Optional packages the engine may import inside the function that uses them (never at module level).
 OPTIONAL_LAZY_PACKAGES = {"dask", "distributed", "matplotlib"}

@@ -1,5 +1,6 @@
 """Tests of SpacingRegistrationLib.mrml_bridge against a real (headless) vtkMRMLScene."""
 
+import os
 import sys
 import tempfile
 import unittest
@@ -272,8 +273,10 @@ class MrbRoundTripTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / "broken.mrb"
             path.write_bytes(b"not a zip archive")
+            before = os.getcwd()
             with self.assertRaises(RuntimeError):
                 mrml_bridge.loadSceneFromMrb(path)
+            self.assertEqual(os.getcwd(), before)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ change sign in x and y. Works headless (slicer-core) and inside Slicer; needs no
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -185,9 +186,11 @@ def loadSceneFromMrb(path, scene=None) -> slicer.vtkMRMLScene:
         dataIOManager = slicer.vtkDataIOManager()
         dataIOManager.SetCacheManager(cacheManager)
         scene.SetDataIOManager(dataIOManager)
+        workingDirectory = os.getcwd()  # ReadFromMRB changes it, and leaves it there when reading fails
         try:
             loaded = scene.ReadFromMRB(str(path), False, messages)
         finally:
+            os.chdir(workingDirectory)
             scene.SetDataIOManager(None)
     if not loaded:
         raise RuntimeError(f"Could not read {path}: {messages.GetAllMessagesAsString()}")

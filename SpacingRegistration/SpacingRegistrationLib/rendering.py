@@ -11,15 +11,16 @@ factories, which inside Slicer carry every GUI manager and would be changed for 
 The temporary view, composite, slice-model and layout nodes live in the scene while a renderer is open and
 are removed by ``close()``; their views have a parent layout node so Slicer's layout manager leaves them alone.
 
-Render windows are created with ``VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow`` when that variable is not
-set (restored right after): EGL renders without an X display and spares VTK's X-then-EGL fallback warning.
-Each renderer owns one offscreen window (``Finalize()``-d by ``close()``), so rendering many times in one
-process neither leaks contexts nor needs a display.
+On Linux without a display, render windows are created with ``VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow``
+unless that variable is set (it is unset again right after): EGL renders without an X server and spares VTK's
+X-then-EGL fallback warning; with a display (the Slicer application) VTK's own choice stands. Each renderer
+owns one offscreen window, ``Finalize()``-d by ``close()``: rendering many times in one process is stable.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import slicer
@@ -39,7 +40,7 @@ _EGL_VARIABLE = "VTK_DEFAULT_OPENGL_WINDOW"
 class _OffscreenView:
     """One offscreen render window, renderer and displayable-manager group, plus the scene nodes it added."""
 
-    def __init__(self, scene, size, multiSamples: int):
+    def __init__(self, scene, size):
         self.scene = scene
         self.size = (int(size[0]), int(size[1]))
         self._temporaryNodes = []
@@ -47,7 +48,8 @@ class _OffscreenView:
         if scene.GetFirstNodeByClass("vtkMRMLInteractionNode") is None:  # displayable managers warn without one
             self._addTemporaryNode(slicer.vtkMRMLInteractionNode(), "Interaction")
 
-        added = _EGL_VARIABLE not in os.environ
+        added = (sys.platform.startswith("linux") and _EGL_VARIABLE not in os.environ
+                 and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"))
         if added:
             os.environ[_EGL_VARIABLE] = "vtkEGLRenderWindow"
         try:
@@ -56,7 +58,8 @@ class _OffscreenView:
             if added:
                 del os.environ[_EGL_VARIABLE]
         self.renderWindow.SetOffScreenRendering(True)
-        self.renderWindow.SetMultiSamples(multiSamples)
+        # As Slicer: no multisampling (depth peeling drops translucent lines with it; slice lines stay exact).
+        self.renderWindow.SetMultiSamples(0)
         self.renderWindow.SetSize(*self.size)
         self.renderer = vtk.vtkRenderer()
         self.renderWindow.AddRenderer(self.renderer)
@@ -132,7 +135,7 @@ class SliceViewRenderer(_OffscreenView):
     """
 
     def __init__(self, scene, size=(512, 512)):
-        super().__init__(scene, size, multiSamples=0)  # exact line colours, lines on pixel rows
+        super().__init__(scene, size)
         self.sliceNode = scene.CreateNodeByClass("vtkMRMLSliceNode")
         self.sliceNode.UnRegister(None)  # CreateNodeByClass returns a new reference
         for name, preset in (("Axial", slicer.vtkMRMLSliceNode.GetAxialSliceToRASMatrix),
@@ -151,12 +154,11 @@ class SliceViewRenderer(_OffscreenView):
         self.renderer.SetBackground(*SLICE_BACKGROUND)
         self.renderer.GetActiveCamera().ParallelProjectionOn()
         # The slice image (RGBA 0..255 after the volume display node's window/level), behind the overlays.
-        imageMapper = vtk.vtkImageMapper()
-        imageMapper.SetColorWindow(255)
-        imageMapper.SetColorLevel(127.5)
-        imageMapper.SetInputConnection(self.logic.GetImageDataConnection())
+        self._imageMapper = vtk.vtkImageMapper()
+        self._imageMapper.SetColorWindow(255)
+        self._imageMapper.SetColorLevel(127.5)
         imageActor = vtk.vtkActor2D()
-        imageActor.SetMapper(imageMapper)
+        imageActor.SetMapper(self._imageMapper)
         imageActor.GetProperty().SetDisplayLocationToBackground()
         self.renderer.AddViewProp(imageActor)
         self.displayableManagers.AddDisplayableManager(slicer.vtkMRMLModelSliceDisplayableManager())
@@ -183,6 +185,12 @@ class SliceViewRenderer(_OffscreenView):
             self.logic.SetSliceOffset(sliceOffset)
         self.sliceNode.UpdateMatrices()
 
+    def render(self, outputPath=None) -> np.ndarray:
+        """Render the slice; see _OffscreenView.render."""
+        # The logic replaces its output pipeline when the layers change (the application's view re-reads it too).
+        self._imageMapper.SetInputConnection(self.logic.GetImageDataConnection())
+        return super().render(outputPath)
+
     def _releaseLogic(self) -> None:
         for node in (self.logic.GetSliceModelNode(), self.logic.GetSliceModelDisplayNode(),
                      self.logic.GetSliceModelTransformNode(), self.logic.GetSliceCompositeNode()):
@@ -196,7 +204,7 @@ class ThreeDViewRenderer(_OffscreenView):
     """Offscreen 3D view of a scene's 3D-visible models, optionally with a volume's axial slice as a plane."""
 
     def __init__(self, scene, size=(512, 512)):
-        super().__init__(scene, size, multiSamples=4)
+        super().__init__(scene, size)
         self.viewNode = self._addViewNode(scene.CreateNodeByClass("vtkMRMLViewNode"), "SpacingRegistration3D")
         self.viewNode.UnRegister(None)
         self.viewNode.SetBoxVisible(False)
@@ -229,7 +237,7 @@ class ThreeDViewRenderer(_OffscreenView):
         self.renderer.ResetCamera()
 
     def render(self, outputPath=None) -> np.ndarray:
-        """Render (updating the volume slice first, if shown); see _OffscreenView.render."""
+        """Render with the clipping range fitted to what is shown; see _OffscreenView.render."""
         self.renderer.ResetCameraClippingRange()
         return super().render(outputPath)
 
@@ -268,6 +276,8 @@ def sliceRasToPixel(sliceNode, ras) -> np.ndarray:
     """Where RAS points (..., 3) land in a rendered slice picture: (..., 2) continuous (column, row).
 
     Rows count from the top as in the arrays returned here; pixel ``[int(row), int(column)]`` contains the point.
+    Model intersections are drawn at these positions (2 px lines cover the pixel before too); as in Slicer, the
+    slice image samples each pixel at its lower-left corner, half a pixel off its centre.
     """
     rasToXY = np.linalg.inv(slicer.util.arrayFromVTKMatrix(sliceNode.GetXYToRAS()))
     ras = np.asarray(ras, dtype=float)
