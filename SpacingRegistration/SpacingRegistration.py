@@ -627,6 +627,7 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._pollTimer = None
         self._studyJob = None
         self._studyPollTimer = None
+        self._reportPath = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -654,6 +655,7 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.hideGridButton.connect("clicked(bool)", self.onHideGridButton)
         self.ui.restoreDefaultsButton.connect("clicked(bool)", self.onRestoreDefaultsButton)
         self.ui.runStudyButton.connect("clicked(bool)", self.onRunStudyButton)
+        self.ui.openReportButton.connect("clicked(bool)", self.onOpenReportButton)
         self.ui.diagnosisTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._showWarningsOfTable)
 
         self.ui.progressBar.setValue(0)
@@ -908,11 +910,16 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
                     self.ui.studyStatusLabel.text = _("{runs} runs; report: {report}").format(
                         runs=len(outcome.store.rows), report=reportPaths["html"])
                     self._showWarnings([statement["text"] for statement in analysis.statements])
-                    slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
-                    slicer.modules.plots.logic().ShowChartInLayout(nodes["charts"][0])
+                    self._reportPath = reportPaths["html"]
+                    self.ui.openReportButton.enabled = True
+                    slicer.modules.plots.logic().ShowChartInLayout(nodes["charts"][0])  # switches to a plot layout
                 if outcome.cancelled:
                     self.ui.studyStatusLabel.text += _(" (cancelled: finished runs kept; run again to resume)")
         self._updateButtons()
+
+    def onOpenReportButton(self) -> None:
+        if self._reportPath is not None:
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self._reportPath)))
 
 
 def computeStudyInWorker(fixedImage, movingImage, spec, folder, progress=None, cancel=None):
@@ -1392,6 +1399,19 @@ class SpacingRegistrationTest(ScriptedLoadableModuleTest):
             self.assertTrue(pathlib.Path(groups.GetAttribute(study_nodes.REPORT_ATTRIBUTE)).is_file())
             for node in [groups, nodes["runs"], *nodes["charts"], *nodes["spreadMaps"]]:
                 self.assertIs(node.GetScene(), self.scene)
+
+            path = mrml_bridge.saveSceneToMrb(self.scene, pathlib.Path(folder) / "study.mrb")
+            loaded = mrml_bridge.loadSceneFromMrb(path)
+        loadedGroups = loaded.GetNodeByID(groups.GetID())
+        self.assertEqual([loadedGroups.GetCellText(r, c) for r in range(4) for c in range(5)],
+                         [groups.GetCellText(r, c) for r in range(4) for c in range(5)])
+        self.assertEqual(loadedGroups.GetAttribute(study_nodes.REPORT_ATTRIBUTE),
+                         groups.GetAttribute(study_nodes.REPORT_ATTRIBUTE))
+        chart = loaded.GetNodeByID(nodes["charts"][0].GetID())
+        self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), 2)
+        spread = loaded.GetNodeByID(nodes["spreadMaps"][0].GetID())
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(spread),
+                                      slicer.util.arrayFromVolume(nodes["spreadMaps"][0]))
 
     def test_spacing_override_transform_is_in_volume_units(self):
         self._say("Spacing override: the output transform maps the volumes themselves")

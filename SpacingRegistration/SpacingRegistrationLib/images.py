@@ -48,11 +48,25 @@ def check_image(image: sitk.Image, role: str = "image") -> sitk.Image:
 
 
 def check_pair(fixed: sitk.Image, moving: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
-    """Check both images; a dimension mismatch is named as such before the per-image checks."""
+    """Check both images: a dimension mismatch is named before the per-image checks, a direction mismatch after."""
     if fixed.GetDimension() != moving.GetDimension():
         raise InputImageError(
             f"fixed and moving images differ in dimension: {fixed.GetDimension()}D vs {moving.GetDimension()}D")
-    return check_image(fixed, "fixed image"), check_image(moving, "moving image")
+    fixed, moving = check_image(fixed, "fixed image"), check_image(moving, "moving image")
+    # Spacing studies compare results in voxel units and the spacing override assumes one grid orientation.
+    if not np.allclose(fixed.GetDirection(), moving.GetDirection(), rtol=0, atol=DIRECTION_TOLERANCE):
+        raise InputImageError(
+            f"fixed and moving images have different directions: {_rounded(fixed.GetDirection())} vs "
+            f"{_rounded(moving.GetDirection())}; resample the moving image onto the fixed image's orientation first")
+    return fixed, moving
+
+
+#: Largest difference between direction-matrix entries of the fixed and moving images.
+DIRECTION_TOLERANCE = 1e-6
+
+
+def _rounded(values) -> list[float]:
+    return [round(float(v), 6) + 0.0 for v in values]
 
 
 def with_spacing(image: sitk.Image, spacing: float) -> sitk.Image:

@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Render the user guide's pictures into docs/images/ with Slicer's own displayable managers (offscreen).
+
+    .venv/bin/python docs/make_screenshots.py
+
+The volume is a synthetic PET-like phantom (a warm body with hot spots), so the pictures carry no
+third-party data. The study report picture needs Debian's chromium; without it that one is skipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SpacingRegistration"))
+
+from SpacingRegistrationLib import mrml_bridge, rendering  # noqa: E402
+from SpacingRegistrationLib.grid import grid_geometry  # noqa: E402
+from SpacingRegistrationLib.report import write_report  # noqa: E402
+from SpacingRegistrationLib.settings import RegistrationSettings  # noqa: E402
+from SpacingRegistrationLib.study_runner import run_study  # noqa: E402
+from SpacingRegistrationLib.study_spec import StudySpec  # noqa: E402
+from SpacingRegistrationLib.variability import analyse  # noqa: E402
+
+IMAGES = Path(__file__).resolve().parent / "images"
+
+
+def phantom(shift_voxels: float = 0.0) -> sitk.Image:
+    """64x56x48 voxels of 2 mm: an ellipsoidal body, two hot spots and a ring (a PET-like heart)."""
+    z, y, x = np.mgrid[:48, :56, :64].astype(float)
+    x = x - shift_voxels
+    body = (((x - 32) / 26) ** 2 + ((y - 28) / 22) ** 2 + ((z - 24) / 20) ** 2) < 1
+    ring = np.abs(np.sqrt((x - 38) ** 2 + (y - 24) ** 2 + (z - 24) ** 2) - 6) < 2
+    spots = np.exp(-((x - 20) ** 2 + (y - 34) ** 2 + (z - 20) ** 2) / 8) + np.exp(-((x - 30) ** 2 + (y - 16) ** 2
+                                                                                   + (z - 30) ** 2) / 6)
+    values = 1.0 * body + 4.0 * ring + 6.0 * spots
+    image = sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(values.astype(np.float32)), 1.0)
+    image.SetSpacing([2.0, 2.0, 2.0])
+    return image
+
+
+def grid_pictures(fixed: sitk.Image):
+    scene = mrml_bridge.createScene()
+    volume = mrml_bridge.volumeNodeFromImage(scene, fixed, "phantom")
+    geometry = grid_geometry(sitk.BSplineTransformInitializer(fixed, [2, 2, 2]), fixed)
+    mrml_bridge.controlGridModelNodes(scene, geometry, "grid")
+    for orientation in rendering.ORIENTATIONS:
+        rendering.renderSliceView(scene, orientation, volume, IMAGES / f"grid_{orientation.lower()}.png",
+                                  size=(420, 420), margin=0.35)
+    rendering.render3DView(scene, IMAGES / "grid_3d.png", size=(520, 420), volumeNode=volume)
+    print(f"grid: {geometry.inside_count} inside, {geometry.outside_count} outside")
+
+
+def report_picture(fixed: sitk.Image, moving: sitk.Image):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        print("chromium not found: report picture skipped")
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        spec = StudySpec(settings=RegistrationSettings(scales_estimator="none", mesh_size=(3, 3, 3)),
+                         spacings=(1.0, 2.0, 4.0, 10.0), repeats=3,
+                         modes=("native-default", "native-reproducible", "normalised-reproducible"))
+        outcome = run_study(spec, fixed, moving, Path(folder) / "study", executor="pool")
+        paths = write_report(outcome.store, analyse(outcome.store, output=Path(folder) / "maps"), Path(folder) / "report")
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={folder}/chromium", "--window-size=1300,1900",
+                        f"--screenshot={IMAGES / 'report.png'}", paths["html"].as_uri()],
+                       check=True, capture_output=True, timeout=120)
+    print("report picture written")
+
+
+def main():
+    IMAGES.mkdir(exist_ok=True)
+    fixed, moving = phantom(), phantom(shift_voxels=1.5)
+    grid_pictures(fixed)
+    report_picture(fixed, moving)
+
+
+if __name__ == "__main__":
+    main()
