@@ -7,6 +7,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -24,10 +25,11 @@ from .describe import describe_grid, describe_result
 from .grid import grid_geometry, initial_bspline
 from .images import InputImageError, check_image, read_image
 from .registration import RegistrationResult, run
+from .resources import ResourceError
 from .settings import RegistrationSettings, SettingsError, from_dict, to_dict
 
-USER_ERRORS = (SettingsError, InputImageError, StudyFolderError, FileNotFoundError, NotADirectoryError,
-               PermissionError)
+USER_ERRORS = (SettingsError, InputImageError, StudyFolderError, ResourceError, FileNotFoundError,
+               NotADirectoryError, PermissionError)
 _NESTED = ("lbfgs2", "lbfgsb", "gradient_descent")
 
 
@@ -141,7 +143,21 @@ def _register_and_report(fixed, moving, settings, output: Path | None, quiet: bo
     return 130 if result.cancelled else 0
 
 
+def check_output_folder(folder: Path | None):
+    """Refuse, before any work, an output folder that cannot be created or written to."""
+    if folder is None:
+        return
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"output folder {folder} cannot be created: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder {folder} is not writable: no write permission on {existing}")
+
+
 def command_register(arguments) -> int:
+    check_output_folder(arguments.output)
     settings = settings_from_arguments(arguments)
     fixed = read_image(arguments.fixed, "fixed image")
     moving = read_image(arguments.moving, "moving image")

@@ -27,8 +27,11 @@ def _probe(fixed, moving, transform, settings, learning_rate: float) -> tuple[fl
     seen = {}
     method.AddCommand(sitk.sitkIterationEvent,
                       lambda: seen.update(value=method.GetMetricValue(), position=method.GetOptimizerPosition()))
-    with global_thread_count(global_threads(settings)):
-        method.Execute(fixed, moving)
+    try:
+        with global_thread_count(global_threads(settings)):
+            method.Execute(fixed, moving)
+    finally:
+        method.RemoveAllCommands()  # the command's lambda holds the method: a cycle the collector cannot see
     return seen["value"], np.asarray(seen["position"])
 
 

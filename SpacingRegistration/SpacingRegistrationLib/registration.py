@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 import numpy as np
 import SimpleITK as sitk
 
-from . import diagnostics, images, method, probes
+from . import diagnostics, images, method, probes, resources
 from .displacement import FieldStatistics, displacement_array, field_statistics, minimum_jacobian_determinant
 from .grid import GridGeometry, grid_geometry, initial_bspline
 from .settings import RegistrationSettings, to_dict
@@ -117,15 +117,19 @@ ProgressCallback = Callable[[IterationRecord], None]
 
 def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | None = None,
         progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-        mask: np.ndarray | None = None) -> RegistrationResult:
+        mask: np.ndarray | None = None, memory_limit_bytes: int | None = None) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` with a cubic BSpline and diagnose the run.
 
     ``progress`` is called with each :class:`IterationRecord`; setting ``cancel`` stops the optimizer at
     its next iteration and returns a result with ``cancelled=True``. ``mask`` (numpy order, fixed grid)
-    restricts the displacement statistics.
+    restricts the displacement statistics. Before any work, the peak memory is estimated and compared with
+    ``memory_limit_bytes`` (default: the memory available on this machine): too little raises
+    :class:`resources.ResourceError`.
     """
     settings = settings or RegistrationSettings()
+    given = fixed, moving  # their pixel types count in the estimate (a cast to float32 is a copy)
     fixed, moving = images.check_pair(fixed, moving)
+    resources.check_registration_memory(*given, settings, memory_limit_bytes)
     if settings.spacing_override is not None:
         fixed = images.with_spacing(fixed, settings.spacing_override)
         moving = images.with_spacing(moving, settings.spacing_override)
@@ -155,6 +159,9 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
             optimised = observer.last_transform(initial_bspline(work_fixed, settings))
         finally:
             observer.restore_stderr()
+            # The command holds the observer, which holds the method: a cycle through C++ that Python's
+            # garbage collector cannot see, leaking the method (and the metric's gradient image) every run.
+            registration.RemoveAllCommands()
     end_wall, end_cpu = time.perf_counter(), time.process_time()
 
     stop_description = "cancelled by the user" if cancelled else registration.GetOptimizerStopConditionDescription()

@@ -20,7 +20,7 @@ from typing import Callable
 
 import SimpleITK as sitk
 
-from . import registration
+from . import registration, resources
 from .images import check_pair, read_image
 from .settings import from_dict, to_dict
 from .study_spec import Run, StudySpec
@@ -97,12 +97,14 @@ def _execute_in_worker(task: dict) -> dict:
 
 def run_study(spec: StudySpec, fixed, moving, output, executor: str = "pool", workers: int | None = None,
               scheduler: str | None = None, progress: ProgressCallback | None = None,
-              cancel: threading.Event | None = None) -> StudyOutcome:
+              cancel: threading.Event | None = None, memory_limit_bytes: int | None = None) -> StudyOutcome:
     """Run every pending run of ``spec`` on ``fixed``/``moving`` (images or file paths) into ``output``.
 
     ``executor``: ``sequential`` (in this process), ``pool`` (``workers`` processes, default one per
     core) or ``dask`` (``scheduler`` address of a Dask distributed scheduler). ``progress(done, total, row)``
     is called after each finished run; setting ``cancel`` stops the study, keeping what finished.
+    Before the study folder is touched, every run's memory is estimated (times the pool's concurrent runs)
+    against ``memory_limit_bytes`` (default: what this machine has available; Dask workers check their own).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -111,6 +113,10 @@ def run_study(spec: StudySpec, fixed, moving, output, executor: str = "pool", wo
     fixed = read_image(fixed, "fixed image") if isinstance(fixed, (str, Path)) else fixed
     moving = read_image(moving, "moving image") if isinstance(moving, (str, Path)) else moving
     check_pair(fixed, moving)
+    if executor != "dask":
+        concurrent = min(workers or os.cpu_count() or 1, len(spec.runs())) if executor == "pool" else 1
+        for run in spec.runs():
+            resources.check_registration_memory(fixed, moving, run.settings, memory_limit_bytes, concurrent)
     store = create_or_open(output, spec, fixed, moving)
     outcome = StudyOutcome(store, skipped=sorted(store.rows))
     pending = store.pending()

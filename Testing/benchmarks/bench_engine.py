@@ -56,8 +56,9 @@ def engine_settings(iterations: int) -> RegistrationSettings:
     return RegistrationSettings(number_of_work_units=1, lbfgs2=Lbfgs2Settings(number_of_iterations=iterations))
 
 
-def bare_method(fixed: sitk.Image, iterations: int) -> sitk.ImageRegistrationMethod:
-    """What a user would write: Mattes 50, REGULAR 2.5 % seed 1, linear, LBFGS2 defaults, physical shift."""
+def bare_method(fixed: sitk.Image, iterations: int, work_units: int | None = 1) -> sitk.ImageRegistrationMethod:
+    """What a user would write: Mattes 50, REGULAR 2.5 % seed 1, linear, LBFGS2 defaults, physical shift
+    (``work_units`` None: SimpleITK's default threads)."""
     R = sitk.ImageRegistrationMethod()
     R.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
     R.SetMetricSamplingStrategy(R.REGULAR)
@@ -65,7 +66,8 @@ def bare_method(fixed: sitk.Image, iterations: int) -> sitk.ImageRegistrationMet
     R.SetInterpolator(sitk.sitkLinear)
     R.SetOptimizerAsLBFGS2(numberOfIterations=iterations)
     R.SetOptimizerScalesFromPhysicalShift()
-    R.SetNumberOfWorkUnits(1)
+    if work_units is not None:
+        R.SetNumberOfWorkUnits(work_units)
     R.SetInitialTransform(sitk.BSplineTransformInitializer(fixed, MESH_SIZE), inPlace=True)
     return R
 
@@ -330,7 +332,8 @@ def gradient_descent_seconds(fixed, moving, iterations: int, scales: bool, learn
     R.SetOptimizerAsGradientDescent(learningRate=0.0, numberOfIterations=iterations, estimateLearningRate=estimate)
     if scales:
         R.SetOptimizerScalesFromPhysicalShift()
-    R.SetNumberOfWorkUnits(1)
+    if work_units is not None:
+        R.SetNumberOfWorkUnits(work_units)
     R.SetInitialTransform(sitk.BSplineTransformInitializer(fixed, MESH_SIZE), inPlace=True)
     gc.collect()
     start = time.process_time()
