@@ -16,17 +16,17 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from . import sample_data
-from .report import write_report
-from .study_runner import EXECUTORS, run_study
-from .study_spec import StudySpec, spec_from_dict
-from .study_store import StudyFolderError, open_study
-from .variability import analyse
 from .describe import describe_grid, describe_result
 from .grid import grid_geometry, initial_bspline
 from .images import InputImageError, check_image, read_image
 from .registration import RegistrationResult, run
+from .report import write_report
 from .resources import ResourceError
 from .settings import RegistrationSettings, SettingsError, from_dict, to_dict
+from .study_runner import EXECUTORS, run_study
+from .study_spec import StudySpec, spec_from_dict
+from .study_store import StudyFolderError, open_study
+from .variability import analyse
 
 USER_ERRORS = (SettingsError, InputImageError, StudyFolderError, ResourceError, FileNotFoundError,
                NotADirectoryError, PermissionError)

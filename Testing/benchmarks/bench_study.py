@@ -8,7 +8,8 @@ SimpleITK with default threads. The pool runs the same registrations as a study 
 one ITK thread each, mode native-reproducible), writing every run to its folder. Dask runs the same study
 on a LocalCluster with as many single-threaded worker processes. Variants are interleaved and repeated;
 the minimum wall time is kept, CPU time (this process and its finished children) is printed beside it.
-Goal: pool / sequential <= 0.55 on 2 cores. Nothing is asserted.
+Goal: pool / sequential <= 0.55 on 2 cores. Nothing is asserted. Spacing 10 is left out of the full study:
+its runs spend most of their time in failing line searches, which measures libLBFGS, not the study machinery.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from SpacingRegistrationLib.settings import RegistrationSettings  # noqa: E402
 from SpacingRegistrationLib.study_runner import run_study  # noqa: E402
 from SpacingRegistrationLib.study_spec import StudySpec  # noqa: E402
 
-FULL = {"voxel_size_mm": 2.7, "spacings": (0.5, 1.0, 4.0, 10.0), "repeats": 3, "iterations": 3, "rounds": 2}
+FULL = {"voxel_size_mm": 2.7, "spacings": (0.5, 1.0, 2.0, 4.0), "repeats": 3, "iterations": 3, "rounds": 2}
 QUICK = {"voxel_size_mm": 4.0, "spacings": (1.0, 4.0), "repeats": 2, "iterations": 2, "rounds": 1}
 GOAL = 0.55
 
