@@ -4,11 +4,13 @@
     .venv/bin/python docs/make_screenshots.py
 
 The volume is a synthetic PET-like phantom (a warm body with hot spots), so the pictures carry no
-third-party data. The study report picture needs Debian's chromium; without it that one is skipped.
+third-party data. The study report picture needs Debian's chromium; without it that one is skipped. The web
+pictures (docs/images/web_*.png) come from the browser test, run with the phantom in place of the sample pair.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -76,11 +78,26 @@ def report_picture(fixed: sitk.Image, moving: sitk.Image):
     print("report picture written")
 
 
+def web_pictures(fixed: sitk.Image, moving: sitk.Image):
+    """Testing/test_web.py with the phantom as the web app's sample pair, keeping its screenshots."""
+    with tempfile.TemporaryDirectory() as cache:
+        sample = Path(cache) / "pet_like_4mm"  # where the web app looks for its sample pair
+        sample.mkdir()
+        sitk.WriteImage(fixed, str(sample / "fixed.nrrd"))
+        sitk.WriteImage(moving, str(sample / "moving.nrrd"))
+        environment = {**os.environ, "SPACINGREG_CACHE": cache, "SPACINGREG_WEB_SCREENSHOTS": str(IMAGES)}
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "Testing/test_web.py"], check=True, env=environment,
+                       cwd=Path(__file__).resolve().parents[1])
+    (IMAGES / "web_study.png").unlink(missing_ok=True)
+    print("web pictures written")
+
+
 def main():
     IMAGES.mkdir(exist_ok=True)
     fixed, moving = phantom(), phantom(shift_voxels=1.5)
     grid_pictures(fixed)
     report_picture(fixed, moving)
+    web_pictures(fixed, moving)
 
 
 if __name__ == "__main__":

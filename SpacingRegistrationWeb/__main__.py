@@ -1,0 +1,3 @@
+from SpacingRegistrationWeb.app import main
+
+main()
