@@ -84,7 +84,7 @@ class ExecutionTest(unittest.TestCase):
     def test_dask_equals_sequential(self):
         from distributed import LocalCluster
 
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
             outcome = run_study(SPEC, self.pair.fixed, self.pair.moving, self.root / "dask", executor="dask",
                                 scheduler=cluster.scheduler_address)
         self.assertTrue(outcome.finished, outcome.failed)

@@ -77,7 +77,7 @@ def main():
 
     scratch = Path(tempfile.mkdtemp())
     results = {"sequential loop (default threads)": [], "pool study": [], "dask study": []}
-    with LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         for round_index in range(config["rounds"]):
             results["sequential loop (default threads)"].append(timed(lambda: seed_style_loop(
                 pair.fixed, pair.moving, spec.spacings, spec.repeats, config["iterations"])))
