@@ -9,7 +9,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from testdata import pet_like_pair
+from testdata import pet_like_pair_files
 
 from SpacingRegistrationLib import cli
 
@@ -24,10 +24,7 @@ def run_cli(*arguments):
 class CommandLineTest(unittest.TestCase):
     def setUp(self):
         self.folder = Path(tempfile.mkdtemp())
-        pair = pet_like_pair()
-        self.fixed, self.moving = self.folder / "fixed.nrrd", self.folder / "moving.nrrd"
-        sitk.WriteImage(pair.fixed, str(self.fixed))
-        sitk.WriteImage(pair.moving, str(self.moving))
+        self.fixed, self.moving = pet_like_pair_files(self.folder)
 
     def test_register_writes_transform_summary_and_trace(self):
         output = self.folder / "out"

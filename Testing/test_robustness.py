@@ -23,7 +23,7 @@ from unittest import mock
 import numpy as np
 import SimpleITK as sitk
 
-from testdata import pet_like_pair
+from testdata import pet_like_pair, pet_like_pair_files
 
 from SpacingRegistrationLib import cli, registration, resources
 from SpacingRegistrationLib.images import InputImageError, read_image
@@ -207,10 +207,7 @@ class CommandLineBadInputTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.folder = Path(tempfile.mkdtemp())
-        pair = pet_like_pair()
-        cls.fixed, cls.moving = cls.folder / "fixed.nrrd", cls.folder / "moving.nrrd"
-        sitk.WriteImage(pair.fixed, str(cls.fixed))
-        sitk.WriteImage(pair.moving, str(cls.moving))
+        cls.fixed, cls.moving = pet_like_pair_files(cls.folder)
         for name, (fixed, moving, _) in zip("abcdefghi", bad_image_pairs(blob(), blob(shift=1.5))):
             sitk.WriteImage(fixed, str(cls.folder / f"{name}_fixed.nrrd"))
             sitk.WriteImage(moving, str(cls.folder / f"{name}_moving.nrrd"))

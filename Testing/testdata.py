@@ -24,3 +24,12 @@ def pet_like_pair(voxel_size_mm: float = 4.0) -> sample_data.SamplePair:
     pair = _pet_like_pair(voxel_size_mm)
     return sample_data.SamplePair(sitk.Image(pair.fixed), sitk.Image(pair.moving),
                                   sitk.Image(pair.displacement), pair.description)
+
+
+def pet_like_pair_files(folder: Path) -> tuple[Path, Path]:
+    """The 4 mm pair written as fixed.nrrd and moving.nrrd into ``folder``."""
+    pair = pet_like_pair()
+    fixed, moving = folder / "fixed.nrrd", folder / "moving.nrrd"
+    sitk.WriteImage(pair.fixed, str(fixed))
+    sitk.WriteImage(pair.moving, str(moving))
+    return fixed, moving
