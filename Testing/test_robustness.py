@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import random
 import shutil
 import signal
@@ -23,7 +22,7 @@ from unittest import mock
 import numpy as np
 import SimpleITK as sitk
 
-from testdata import pet_like_pair, pet_like_pair_files
+from testdata import FAST_SETTINGS as FAST, SMALL_STUDY as SPEC, pet_like_pair, pet_like_pair_files
 
 from SpacingRegistrationLib import cli, registration, resources
 from SpacingRegistrationLib.images import InputImageError, read_image
@@ -34,9 +33,7 @@ from SpacingRegistrationLib.study_spec import StudySpec
 from SpacingRegistrationLib.study_store import StudyFolderError, image_fingerprint, open_study
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = RegistrationSettings(scales_estimator="none").replace(lbfgs2={"number_of_iterations": 3})
-MODES = ("native-reproducible", "normalised-reproducible")
-SPEC = StudySpec(settings=FAST, spacings=(1.0, 4.0), repeats=2, modes=MODES)
+MODES = SPEC.modes
 #: A budget no registration fits in.
 TINY = 1024
 

@@ -12,19 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from testdata import pet_like_pair
+from testdata import FAST_SETTINGS as FAST, SMALL_STUDY as SPEC, pet_like_pair
 
 from SpacingRegistrationLib import cli
 from SpacingRegistrationLib.report import GROUP_COLUMNS, number, write_report
-from SpacingRegistrationLib.settings import RegistrationSettings, SettingsError
+from SpacingRegistrationLib.settings import SettingsError
 from SpacingRegistrationLib.study_runner import run_study
 from SpacingRegistrationLib.study_spec import StudySpec
 from SpacingRegistrationLib.study_store import StudyFolderError, open_study
 from SpacingRegistrationLib.variability import analyse
 
-FAST = RegistrationSettings(scales_estimator="none").replace(lbfgs2={"number_of_iterations": 3})
-SPEC = StudySpec(settings=FAST, spacings=(1.0, 4.0), repeats=2,
-                 modes=("native-reproducible", "normalised-reproducible"))
 
 
 def parameters(folder) -> dict[str, np.ndarray]:

@@ -9,8 +9,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SpacingRegistratio
 import SimpleITK as sitk
 
 from SpacingRegistrationLib import sample_data
+from SpacingRegistrationLib.settings import RegistrationSettings
+from SpacingRegistrationLib.study_spec import StudySpec
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Quick registrations: no scales estimator, 3 iterations per libLBFGS run.
+FAST_SETTINGS = RegistrationSettings(scales_estimator="none").replace(lbfgs2={"number_of_iterations": 3})
+#: The small reproducible study the study and robustness tests share (8 runs).
+SMALL_STUDY = StudySpec(settings=FAST_SETTINGS, spacings=(1.0, 4.0), repeats=2,
+                        modes=("native-reproducible", "normalised-reproducible"))
 
 
 @functools.lru_cache(maxsize=None)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict
 from html import escape
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
 from . import svg

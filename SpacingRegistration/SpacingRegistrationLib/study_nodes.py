@@ -23,7 +23,7 @@ CHARTS = (
 )
 
 
-def _tableNode(scene, name: str, columns, records) -> "slicer.vtkMRMLTableNode":
+def _tableNode(scene, name: str, columns, records):
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table = node.GetTable()
     for column in columns:
@@ -46,12 +46,9 @@ def _chartNode(scene, title: str, yTitle: str, analysis: StudyAnalysis, value, p
     modes = list(dict.fromkeys(g.mode for g in analysis.groups))
     spacings = sorted({g.spacing for g in analysis.groups})
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{prefix} {title} data")
-    spacingColumn = vtk.vtkDoubleArray()
-    spacingColumn.SetName("spacing")
-    table.AddColumn(spacingColumn)
-    for mode in modes:
+    for name in ("spacing", *modes):
         column = vtk.vtkDoubleArray()
-        column.SetName(mode)
+        column.SetName(name)
         table.AddColumn(column)
     for spacing in spacings:
         row = table.AddEmptyRow()

@@ -332,8 +332,7 @@ def gradient_descent_seconds(fixed, moving, iterations: int, scales: bool, learn
     R.SetOptimizerAsGradientDescent(learningRate=0.0, numberOfIterations=iterations, estimateLearningRate=estimate)
     if scales:
         R.SetOptimizerScalesFromPhysicalShift()
-    if work_units is not None:
-        R.SetNumberOfWorkUnits(work_units)
+    R.SetNumberOfWorkUnits(1)
     R.SetInitialTransform(sitk.BSplineTransformInitializer(fixed, MESH_SIZE), inPlace=True)
     gc.collect()
     start = time.process_time()
