@@ -137,8 +137,8 @@ class LibraryBadInputTest(unittest.TestCase):
         compressed.write_bytes(compressed.read_bytes()[:len(compressed.read_bytes()) // 2])
         text = folder / "notes.nrrd"
         text.write_text("this is not an image")
-        cases = [(folder / "absent.nrrd", "file not found"), (truncated, "could not be read as an image"),
-                 (compressed, "could not be read as an image"), (text, "could not be read as an image")]
+        cases = [(folder / "absent.nrrd", "file not found"), (truncated, "is truncated"),
+                 (compressed, "is truncated"), (text, "is not an NRRD file")]
         for path, expected in cases:
             with self.subTest(path.name), self.assertRaises(InputImageError) as caught:
                 read_image(path, "fixed image")
@@ -235,8 +235,8 @@ class CommandLineBadInputTest(unittest.TestCase):
             with self.subTest(expected):
                 self.assert_one_line(register + ("--fixed", f / f"{name}_fixed.nrrd", "--moving", f / f"{name}_moving.nrrd"),
                                      expected.split(" got")[0])
-        for path, expected in [(f / "absent.nrrd", "file not found"), (f / "truncated.nrrd", "could not be read"),
-                               (f / "notes.nrrd", "could not be read")]:
+        for path, expected in [(f / "absent.nrrd", "file not found"), (f / "truncated.nrrd", "is truncated"),
+                               (f / "notes.nrrd", "is not an NRRD file")]:
             with self.subTest(path.name):
                 self.assert_one_line(register + ("--fixed", path, "--moving", self.moving), expected)
 

@@ -2,32 +2,94 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from .image_files import ImageFileError, verify_image_file
 
 
 class InputImageError(ValueError):
     """An input image cannot be registered; the message names the image and the problem."""
 
 
-def read_image(path, role: str = "image") -> sitk.Image:
-    """Read an image file, with an error naming the file when it is missing or unreadable."""
+def check_image_file(path, role: str = "image") -> Path:
+    """Refuse, without reading the voxels into memory, a file that is missing, a folder, empty, unreadable, or holds
+    fewer voxel bytes than its header promises (see :mod:`image_files`). Front ends that load files another way
+    (Slicer's volume loaders) call this first."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputImageError(f"{role} file not found: {path}")
     try:
-        return sitk.ReadImage(str(path))
+        verify_image_file(path)
+    except ImageFileError as error:
+        raise InputImageError(f"{role} file {path} {error}") from None
+    except PermissionError:
+        raise InputImageError(f"{role} file {path} cannot be read: permission denied") from None
+    except OSError as error:
+        raise InputImageError(f"{role} file {path} cannot be read: {error.strerror or error}") from None
+    return path
+
+
+def read_image(path, role: str = "image") -> sitk.Image:
+    """Read an image file after :func:`check_image_file`; any problem is one :class:`InputImageError` naming the
+    file (truncated, empty, a folder, unreadable, not an image, unsupported pixel type, odd header)."""
+    path = check_image_file(path, role)
+    try:
+        image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"
-        raise InputImageError(f"{role} file {path} could not be read as an image ({reason})") from None
+        raise InputImageError(f"{role} file {path} {_itk_reason(str(error))}") from None
+    check_header(image, f"{role} file {path}")
+    return image
+
+
+def _itk_reason(message: str) -> str:
+    """ITK's exception text as the problem it names, without source locations or misleading errno text."""
+    if "Unable to determine ImageIO reader" in message or "Could not create IO object" in message:
+        return "is not an image in a format SimpleITK reads"
+    if "Refusing to change spacing" in message:
+        return f"has a zero or negative spacing in its header ({message.strip().splitlines()[-1].strip()[:200]})"
+    if "_nrrdSpaceVectorParse" in message or "_nrrdReadNrrdParse" in message:
+        return "has a malformed or non-finite (NaN/inf) vector in its NRRD header"
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if any("pixel type" in line.lower() or "pixeltype" in line.lower() for line in lines):
+        detail = next(line for line in lines if "pixel" in line.lower())
+        return f"has an unsupported pixel type ({detail.split('ERROR:')[-1].strip()[:200]})"
+    meaningful = [line for line in lines if not line.startswith(("Reason:", "Exception thrown", "/"))
+                  and "No such file or directory" not in line]
+    reason = meaningful[-1] if meaningful else "unknown reason"
+    reason = re.sub(r"^.*?(ITK ERROR|sitk::ERROR):\s*(\w+\(0x[0-9a-f]+\):\s*)?", "", reason)
+    return f"could not be read as an image ({reason[:300]})"
+
+
+#: Largest deviation of the direction matrix's D^T D from the identity.
+ORTHONORMAL_TOLERANCE = 1e-4
+
+
+def check_header(image: sitk.Image, what: str = "image"):
+    """Refuse geometry a registration cannot use: non-finite spacing, origin or direction, and a direction matrix
+    that is not orthonormal (a sheared grid). Zero or negative spacing cannot reach here: ITK refuses to read it
+    and a negative spacing in a file becomes a flipped direction."""
+    spacing, origin = np.array(image.GetSpacing()), np.array(image.GetOrigin())
+    dimension = image.GetDimension()
+    direction = np.array(image.GetDirection()).reshape(dimension, dimension)
+    for name, values in (("spacing", spacing), ("origin", origin), ("direction", direction)):
+        if not np.isfinite(values).all():
+            raise InputImageError(f"{what} has a non-finite {name} in its header: {values.ravel().tolist()}")
+    if not (spacing > 0).all():
+        raise InputImageError(f"{what} spacing must be positive, got {spacing.tolist()}")
+    if np.abs(direction.T @ direction - np.eye(dimension)).max() > ORTHONORMAL_TOLERANCE:
+        raise InputImageError(f"{what} has a direction matrix that is not orthonormal (a sheared or scaled grid: "
+                              f"{_rounded(direction.ravel())}); resample it onto an orthogonal grid first")
 
 
 def check_image(image: sitk.Image, role: str = "image") -> sitk.Image:
     """Return ``image`` as float32 after checking it can drive a 3D intensity registration."""
     if image.GetDimension() != 3:
         raise InputImageError(f"{role} must be 3D, got a {image.GetDimension()}D image")
+    check_header(image, role)
     if image.GetNumberOfComponentsPerPixel() != 1 or "complex" in image.GetPixelIDTypeAsString():
         raise InputImageError(f"{role} must have scalar pixels, got {image.GetPixelIDTypeAsString()}")
     size = image.GetSize()
