@@ -198,6 +198,80 @@ class MemoryEstimateTest(unittest.TestCase):
         self.assertLess(estimate, 3 * measured)
 
 
+
+MEMINFO = """MemTotal:       16314412 kB
+MemFree:         1201232 kB
+MemAvailable:    9876544 kB
+Buffers:          200000 kB
+Cached:          7000000 kB
+"""
+MEMINFO_OLD_KERNEL = "MemTotal: 4000000 kB\nMemFree: 1000 kB\nBuffers: 2000 kB\nCached: 3000 kB\n"
+VM_STAT = """Mach Virtual Memory Statistics: (page size of 16384 bytes)
+Pages free:                               12000.
+Pages active:                            300000.
+Pages inactive:                          250000.
+Pages speculative:                         5000.
+Pages throttled:                              0.
+Pages wired down:                        150000.
+Pages purgeable:                           8000.
+"""
+
+
+class FakeKernel32:
+    """GlobalMemoryStatusEx as Windows fills it (ctypes structure through a pointer)."""
+
+    def __init__(self, available, ok=True):
+        self.available, self.ok = available, ok
+
+    def GlobalMemoryStatusEx(self, pointer):  # noqa: N802 - the Windows name
+        assert pointer.contents.dwLength == 64  # sizeof(MEMORYSTATUSEX) on Windows
+        pointer.contents.ullAvailPhys = self.available
+        return 1 if self.ok else 0
+
+
+class MemoryPlatformTest(unittest.TestCase):
+    """The memory guard on Linux, macOS and Windows (parsers on captured output, platform detection patched), and
+    a warning, not a silent pass, where the figure is unknown."""
+
+    def setUp(self):
+        patcher = mock.patch.dict(sys.modules, {"psutil": None})  # the standard-library paths, psutil or not
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def test_parsers_on_captured_output(self):
+        self.assertEqual(resources.parse_meminfo(MEMINFO), 9876544 * 1024)
+        self.assertEqual(resources.parse_meminfo(MEMINFO_OLD_KERNEL), (1000 + 2000 + 3000) * 1024)
+        self.assertIsNone(resources.parse_meminfo("garbage"))
+        self.assertEqual(resources.parse_vm_stat(VM_STAT), (12000 + 250000) * 16384)
+        self.assertIsNone(resources.parse_vm_stat("vm_stat: command failed"))
+        self.assertEqual(resources.windows_available(FakeKernel32(6 * resources.GIB)), 6 * resources.GIB)
+        self.assertIsNone(resources.windows_available(FakeKernel32(1, ok=False)))
+
+    def test_each_platform_is_detected_and_read(self):
+        completed = subprocess.CompletedProcess(["vm_stat"], 0, stdout=VM_STAT, stderr="")
+        with mock.patch.object(resources.platform, "system", return_value="Darwin"), \
+                mock.patch.object(resources.subprocess, "run", return_value=completed) as called:
+            self.assertEqual(resources.read_available_memory(), resources.MemoryReading((12000 + 250000) * 16384, "vm_stat"))
+        self.assertEqual(called.call_args[0][0], ["vm_stat"])
+        kernel32 = FakeKernel32(3 * resources.GIB)
+        with mock.patch.object(resources.platform, "system", return_value="Windows"), \
+                mock.patch.object(resources.ctypes, "windll", mock.Mock(kernel32=kernel32), create=True):
+            self.assertEqual(resources.available_memory_bytes(), 3 * resources.GIB)
+        real = resources.read_available_memory()  # this machine (Linux)
+        self.assertEqual(real.source, "/proc/meminfo")
+        self.assertGreater(real.available_bytes, 0)
+
+    def test_unknown_memory_warns_instead_of_passing_silently(self):
+        with mock.patch.object(resources.platform, "system", return_value="Darwin"), \
+                mock.patch.object(resources.subprocess, "run", side_effect=FileNotFoundError(2, "no vm_stat")):
+            reading = resources.read_available_memory()
+            self.assertIsNone(reading.available_bytes)
+            self.assertIn("no vm_stat", reading.source)
+            with self.assertWarnsRegex(resources.MemoryUnknownWarning, r"unknown \(Darwin: .*needs about"):
+                result = registration.run(blob(), blob(shift=1.5), FAST.replace(lbfgs2={"number_of_iterations": 1}))
+        self.assertFalse(result.cancelled)  # unknown memory does not refuse
+
+
 class CommandLineBadInputTest(unittest.TestCase):
     """spacingreg: each bad input is one line on stderr, exit status 2, no traceback, no output written."""
 

@@ -21,8 +21,13 @@ the estimate stays above the measured peak and below twice it.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import platform
+import re
+import subprocess
+import warnings
 from dataclasses import dataclass
 
 import SimpleITK as sitk
@@ -105,19 +110,84 @@ def estimate_registration_bytes(fixed_size, moving_size, mesh_size, settings: Re
     })
 
 
-def available_memory_bytes() -> int | None:
-    """Memory this process can still use: MemAvailable of /proc/meminfo, else free pages; None when unknown."""
-    try:
-        with open("/proc/meminfo") as stream:
-            for line in stream:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+class MemoryUnknownWarning(UserWarning):
+    """This machine's available memory cannot be read: the memory check cannot refuse a run."""
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    """Available memory and where it was read (or why it is unknown: ``available_bytes`` None)."""
+
+    available_bytes: int | None
+    source: str
+
+
+def parse_meminfo(text: str) -> int | None:
+    """Linux /proc/meminfo: MemAvailable (kernel 3.14+), else MemFree + Buffers + Cached."""
+    values = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if rest.split() and rest.split()[0].isdigit():
+            values[name.strip()] = int(rest.split()[0]) * 1024
+    if "MemAvailable" in values:
+        return values["MemAvailable"]
+    if "MemFree" in values:
+        return values["MemFree"] + values.get("Buffers", 0) + values.get("Cached", 0)
+    return None
+
+
+def parse_vm_stat(text: str) -> int | None:
+    """macOS ``vm_stat``: free + inactive pages (what psutil calls available) times the page size it prints."""
+    page = re.search(r"page size of (\d+) bytes", text)
+    pages = {name.strip().lower(): int(value) for name, value in re.findall(r"^([^:\n]+):\s+(\d+)\.?\s*$", text, re.M)}
+    if not page or "pages free" not in pages or "pages inactive" not in pages:
         return None
+    return (pages["pages free"] + pages["pages inactive"]) * int(page.group(1))
+
+
+class _MemoryStatusEx(ctypes.Structure):
+    _fields_ = [("dwLength", ctypes.c_uint32), ("dwMemoryLoad", ctypes.c_uint32),  # DWORD: 32 bits everywhere
+                ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
+                ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+
+
+def windows_available(kernel32) -> int | None:
+    """Windows: ``ullAvailPhys`` of GlobalMemoryStatusEx (``kernel32`` is ``ctypes.windll.kernel32``)."""
+    status = _MemoryStatusEx()
+    status.dwLength = ctypes.sizeof(_MemoryStatusEx)
+    if not kernel32.GlobalMemoryStatusEx(ctypes.pointer(status)):
+        return None
+    return int(status.ullAvailPhys)
+
+
+def read_available_memory(system: str | None = None) -> MemoryReading:
+    """Memory this process can still use, on Linux, macOS and Windows, with the standard library (psutil when it
+    happens to be installed). Never raises: an unknown figure says why."""
+    try:
+        import psutil  # optional, not a requirement
+        return MemoryReading(int(psutil.virtual_memory().available), "psutil")
+    except Exception:  # noqa: BLE001 - absent or failing: use the platform's own source
+        pass
+    system = system or platform.system()
+    try:
+        if system == "Linux":
+            with open("/proc/meminfo") as stream:
+                return MemoryReading(parse_meminfo(stream.read()), "/proc/meminfo")
+        if system == "Darwin":
+            output = subprocess.run(["vm_stat"], capture_output=True, text=True, timeout=10, check=True).stdout
+            return MemoryReading(parse_vm_stat(output), "vm_stat")
+        if system == "Windows":
+            return MemoryReading(windows_available(ctypes.windll.kernel32), "GlobalMemoryStatusEx")
+        return MemoryReading(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free pages (sysconf)")
+    except (OSError, ValueError, AttributeError, subprocess.SubprocessError) as error:
+        return MemoryReading(None, f"{system}: {error}")
+
+
+def available_memory_bytes() -> int | None:
+    """Available memory in bytes, or None when this machine does not say (see :func:`read_available_memory`)."""
+    return read_available_memory().available_bytes
 
 
 def _pixel_bytes(image: sitk.Image) -> int:
@@ -134,7 +204,12 @@ def check_registration_memory(fixed: sitk.Image, moving: sitk.Image, settings: R
     if available_bytes is None:
         available_bytes = available_memory_bytes()
     needed = estimate.total_bytes * concurrent
-    if available_bytes is not None and needed > available_bytes:
+    if available_bytes is None:
+        reading = read_available_memory()
+        warnings.warn(f"available memory is unknown ({reading.source if reading.available_bytes is None else 'no figure'}):"
+                      f" the memory check cannot refuse this registration, which needs about {needed / GIB:.2f} GiB",
+                      MemoryUnknownWarning, stacklevel=2)
+    elif needed > available_bytes:
         runs = f" for {concurrent} registrations at once" if concurrent > 1 else ""
         largest = max(estimate.parts, key=estimate.parts.get)
         raise ResourceError(
