@@ -22,14 +22,19 @@ from .images import InputImageError, check_image, read_image
 from .registration import RegistrationResult, run
 from .report import write_report
 from .resources import ResourceError
+from .safe_writes import write_transform
 from .settings import RegistrationSettings, SettingsError, from_dict, to_dict
 from .study_runner import EXECUTORS, run_study
 from .study_spec import StudySpec, spec_from_dict
 from .study_store import StudyFolderError, open_study
 from .variability import analyse
 
-USER_ERRORS = (SettingsError, InputImageError, StudyFolderError, ResourceError, FileNotFoundError,
-               NotADirectoryError, PermissionError)
+class OutputFolderError(ValueError):
+    """Results cannot be written to the output folder; the message names it and the reason."""
+
+
+#: Errors a user fixes: one line and exit status 2. OSError covers a folder or disk that fails while writing.
+USER_ERRORS = (SettingsError, InputImageError, StudyFolderError, ResourceError, OutputFolderError, OSError)
 _NESTED = ("lbfgs2", "lbfgsb", "gradient_descent")
 
 
@@ -102,16 +107,35 @@ def _known_fields() -> set[str]:
 
 
 def write_result(result: RegistrationResult, folder: Path) -> dict[str, Path]:
-    """transform.tfm, result.json (every number of the summary) and trace.csv (one row per iteration)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """transform.tfm, result.json (every number of the summary) and trace.csv (one row per iteration).
+
+    All three are written under temporary names, checked, and renamed only when all are whole: a full disk or a
+    folder that refuses writes raises :class:`OutputFolderError` and leaves the folder's earlier files as they were.
+    """
     paths = {"transform": folder / "transform.tfm", "summary": folder / "result.json", "trace": folder / "trace.csv"}
-    sitk.WriteTransform(result.transform, str(paths["transform"]))
-    paths["summary"].write_text(json.dumps(result.summary(), indent=2, default=float))
-    with paths["trace"].open("w", newline="") as stream:
-        names = [f.name for f in dataclasses.fields(result.trace[0])] if result.trace else ["event_index"]
-        writer = csv.DictWriter(stream, fieldnames=names)
-        writer.writeheader()
-        writer.writerows(dataclasses.asdict(record) for record in result.trace)
+    temporary = {key: path.with_name(f".{path.stem}.part{path.suffix}") for key, path in paths.items()}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_transform(result.transform, temporary["transform"])
+        with temporary["summary"].open("w") as stream:
+            stream.write(json.dumps(result.summary(), indent=2, default=float))
+            stream.flush()
+            os.fsync(stream.fileno())
+        with temporary["trace"].open("w", newline="") as stream:
+            names = [f.name for f in dataclasses.fields(result.trace[0])] if result.trace else ["event_index"]
+            writer = csv.DictWriter(stream, fieldnames=names)
+            writer.writeheader()
+            writer.writerows(dataclasses.asdict(record) for record in result.trace)
+            stream.flush()
+            os.fsync(stream.fileno())
+        for key, path in paths.items():
+            os.replace(temporary[key], path)
+    except OSError as error:
+        for path in temporary.values():
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        reason = error.strerror or str(error)
+        raise OutputFolderError(f"cannot write the results to {folder}: {reason}; files already there are unchanged") from None
     return paths
 
 

@@ -13,6 +13,7 @@ dropped when the folder is opened, and that run is done again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .safe_writes import write_transform
 from .settings import SettingsError
 from .study_spec import StudySpec, spec_from_dict
 
@@ -76,15 +78,25 @@ class StudyStore:
         transform.SetParameters(payload["parameters"])
         path = self.transform_path(payload["run_id"])
         temporary = path.with_name(path.stem + ".part.tfm")  # WriteTransform picks the format by extension
-        sitk.WriteTransform(transform, str(temporary))
-        os.replace(temporary, path)
         row = {key: value for key, value in payload.items() if key not in ("fixed_parameters", "parameters")}
         row["transform"] = str(path.relative_to(self.folder))
         line = json.dumps(row, default=float) + "\n"
-        with self.runs_path.open("a") as stream:
-            stream.write(line)
-            stream.flush()
-            os.fsync(stream.fileno())
+        size = self.runs_path.stat().st_size if self.runs_path.is_file() else 0
+        try:
+            write_transform(transform, temporary)
+            os.replace(temporary, path)
+            with self.runs_path.open("a") as stream:
+                stream.write(line)
+                stream.flush()
+                os.fsync(stream.fileno())
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError), self.runs_path.open("r+") as stream:
+                stream.truncate(size)  # no half row; the run's transform without a row is redone
+            reason = error.strerror or str(error)
+            raise StudyFolderError(f"cannot record run {payload['run_id']} in {self.folder}: {reason}; "
+                                   f"the {len(self.rows)} finished run(s) are kept, run again to resume") from None
         self.rows[row["run_id"]] = row
         return row
 
