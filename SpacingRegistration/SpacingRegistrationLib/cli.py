@@ -36,6 +36,8 @@ class OutputFolderError(ValueError):
 #: Errors a user fixes: one line and exit status 2. OSError covers a folder or disk that fails while writing.
 USER_ERRORS = (SettingsError, InputImageError, StudyFolderError, ResourceError, OutputFolderError, OSError)
 _NESTED = ("lbfgs2", "lbfgsb", "gradient_descent")
+TRUTH_HELP = ("known deformation (fixed to moving points, the error is measured against it): a transform file or "
+              "a displacement image in LPS mm")
 
 
 def _parse_optional(kind):
@@ -155,9 +157,10 @@ def _cancel_on_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-def _register_and_report(fixed, moving, settings, output: Path | None, quiet: bool = False) -> int:
+def _register_and_report(fixed, moving, settings, output: Path | None, quiet: bool = False, truth=None) -> int:
     with _cancel_on_interrupt() as cancel:
-        result = run(fixed, moving, settings, progress=None if quiet else _print_progress, cancel=cancel)
+        result = run(fixed, moving, settings, progress=None if quiet else _print_progress, cancel=cancel,
+                     truth=truth)
     if not quiet:
         print(file=sys.stderr)
     print(describe_result(result))
@@ -185,7 +188,7 @@ def command_register(arguments) -> int:
     settings = settings_from_arguments(arguments)
     fixed = read_image(arguments.fixed, "fixed image")
     moving = read_image(arguments.moving, "moving image")
-    return _register_and_report(fixed, moving, settings, arguments.output, arguments.quiet)
+    return _register_and_report(fixed, moving, settings, arguments.output, arguments.quiet, arguments.truth)
 
 
 def command_grid(arguments) -> int:
@@ -224,10 +227,11 @@ def study_spec_from_arguments(arguments) -> StudySpec:
     return spec_from_dict(values)
 
 
-def _run_and_report(spec: StudySpec, fixed, moving, output: Path, executor: str, workers, scheduler) -> int:
+def _run_and_report(spec: StudySpec, fixed, moving, output: Path, executor: str, workers, scheduler,
+                    truth=None) -> int:
     with _cancel_on_interrupt() as cancel:
         outcome = run_study(spec, fixed, moving, output, executor=executor, workers=workers, scheduler=scheduler,
-                            progress=_print_study_progress, cancel=cancel)
+                            progress=_print_study_progress, cancel=cancel, truth=truth)
     print(file=sys.stderr)
     store = outcome.store
     print(f"{len(outcome.completed)} run(s) done now, {len(outcome.skipped)} already finished, "
@@ -243,8 +247,8 @@ def _run_and_report(spec: StudySpec, fixed, moving, output: Path, executor: str,
     return 0 if not outcome.failed else 1
 
 
-def _write_study_report(store, folder: Path):
-    analysis = analyse(store, output=folder / "spread_maps")
+def _write_study_report(store, folder: Path, truth=None):
+    analysis = analyse(store, output=folder / "spread_maps", truth=truth)
     paths = write_report(store, analysis, folder)
     print("Diagnosis:")
     for statement in analysis.statements:
@@ -256,14 +260,14 @@ def _write_study_report(store, folder: Path):
 def command_study(arguments) -> int:
     spec = study_spec_from_arguments(arguments)
     return _run_and_report(spec, arguments.fixed, arguments.moving, arguments.output, arguments.executor,
-                           arguments.workers, arguments.scheduler)
+                           arguments.workers, arguments.scheduler, arguments.truth)
 
 
 def command_report(arguments) -> int:
     store = open_study(arguments.study)
     if not store.rows:
         raise StudyFolderError(f"{arguments.study} has no finished run yet")
-    _write_study_report(store, arguments.output or arguments.study / "report")
+    _write_study_report(store, arguments.output or arguments.study / "report", arguments.truth)
     return 0
 
 
@@ -304,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--moving", type=Path, required=True, help="moving image file")
     register.add_argument("--output", type=Path, help="folder for transform.tfm, result.json and trace.csv")
     register.add_argument("--quiet", action="store_true", help="no progress line")
+    register.add_argument("--truth", type=Path, help=TRUTH_HELP)
     add_settings_arguments(register)
     register.set_defaults(handler=command_register)
 
@@ -318,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--fixed", type=Path, required=True, help="fixed image file")
     study.add_argument("--moving", type=Path, required=True, help="moving image file")
     study.add_argument("--output", type=Path, required=True, help="study folder (resumed if it holds this study)")
+    study.add_argument("--truth", type=Path, help=TRUTH_HELP + ", stored with the study")
     add_study_arguments(study)
     add_settings_arguments(study)
     study.set_defaults(handler=command_study)
@@ -325,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="analyse a study folder again and write its report")
     report.add_argument("--study", type=Path, required=True, help="study folder")
     report.add_argument("--output", type=Path, help="report folder (default: <study>/report)")
+    report.add_argument("--truth", type=Path, help=TRUTH_HELP + " (default: the study's own, if any)")
     report.set_defaults(handler=command_report)
 
     demo = commands.add_parser("demo", help="a study on a PET-like pair made from the MNI152 template")

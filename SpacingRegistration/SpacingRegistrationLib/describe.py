@@ -51,6 +51,12 @@ def describe_result(result: RegistrationResult) -> str:
         d = result.displacement
         lines.append(f"  displacement: mean {d.mean_voxels:.4g} / max {d.max_voxels:.4g} voxels "
                      f"(mean {d.mean_mm:.4g} / max {d.max_mm:.4g} mm) over {d.voxels} voxels")
+    if result.error is not None:
+        e, i = result.error.recovered, result.error.identity
+        lines.append(f"  error against the known deformation ({result.error.region}, {result.error.voxels} voxels): "
+                     f"mean {e.mean_voxels:.4g} / 95th percentile {e.p95_voxels:.4g} / max {e.max_voxels:.4g} voxels "
+                     f"(mean {e.mean_mm:.4g} mm); doing nothing: mean {i.mean_voxels:.4g} / max {i.max_voxels:.4g} "
+                     f"voxels; result / nothing {result.error.relative_to_identity:.3g}")
     lbfgs = result.optimizer.get("lbfgs2", {})
     if "gradient_slope_ratio" in lbfgs:
         lines.append(f"  first trial step {lbfgs['first_trial_step_voxels']:.4g} voxels; gradient/slope ratio "

@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 import numpy as np
 import SimpleITK as sitk
 
-from . import diagnostics, images, method, probes, resources
+from . import diagnostics, images, method, probes, resources, truth as truths
 from .displacement import FieldStatistics, displacement_array, field_statistics, minimum_jacobian_determinant
 from .grid import GridGeometry, grid_geometry, initial_bspline
 from .settings import RegistrationSettings, to_dict
@@ -85,6 +85,7 @@ class RegistrationResult:
     optimizer: dict[str, object]
     cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
+    error: truths.RegistrationError | None = None
 
     def summary(self) -> dict:
         """JSON-ready summary (no arrays, no transform)."""
@@ -109,6 +110,7 @@ class RegistrationResult:
             "versions": self.versions,
             "grid": self.grid.summary(),
             "warnings": self.warnings,
+            "error": self.error.as_dict() if self.error else None,
         }
 
 
@@ -117,19 +119,22 @@ ProgressCallback = Callable[[IterationRecord], None]
 
 def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | None = None,
         progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-        mask: np.ndarray | None = None, memory_limit_bytes: int | None = None) -> RegistrationResult:
+        mask: np.ndarray | None = None, memory_limit_bytes: int | None = None,
+        truth=None) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` with a cubic BSpline and diagnose the run.
 
     ``progress`` is called with each :class:`IterationRecord`; setting ``cancel`` stops the optimizer at
     its next iteration and returns a result with ``cancelled=True``. ``mask`` (numpy order, fixed grid)
     restricts the displacement statistics. Before any work, the peak memory is estimated and compared with
     ``memory_limit_bytes`` (default: the memory available on this machine): too little raises
-    :class:`resources.ResourceError`.
+    :class:`resources.ResourceError`. ``truth`` (a known deformation: file, transform, displacement image or
+    :class:`truth.Truth`) adds the result's error against it, in ``result.error``.
     """
     settings = settings or RegistrationSettings()
     given = fixed, moving  # their pixel types count in the estimate (a cast to float32 is a copy)
     fixed, moving = images.check_pair(fixed, moving)
     resources.check_registration_memory(*given, settings, memory_limit_bytes)
+    known = None if truth is None else truths.as_truth(truth, fixed)  # a bad truth fails before any work
     if settings.spacing_override is not None:
         fixed = images.with_spacing(fixed, settings.spacing_override)
         moving = images.with_spacing(moving, settings.spacing_override)
@@ -176,7 +181,10 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
     }
     transform = images.bspline_from_normalised_units(optimised, factor, origin) if settings.normalised_units \
         else optimised
-    return _assemble(fixed, moving, transform, settings, factor, run_facts, mask)
+    result = _assemble(fixed, moving, transform, settings, factor, run_facts, mask)
+    if known is not None:
+        result.error = truths.error_of_transform(known, transform, fixed, mask)
+    return result
 
 
 class _Observer:

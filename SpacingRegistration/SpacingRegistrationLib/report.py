@@ -24,6 +24,19 @@ GROUP_COLUMNS = ("mode", "spacing", "runs", "moved", "never_moved", "bitwise_ide
                  "metric_reevaluated_relative_spread", "spread_voxels_mean", "spread_voxels_max", "spread_mm_max",
                  "relative_spread", "difference_from_reference_voxels_max", "sufficient_decrease_load",
                  "first_trial_step_voxels")
+#: Added to the run and group tables when the study has a known deformation.
+ERROR_FIGURES = ("mean_voxels", "p95_voxels", "max_voxels", "mean_mm", "p95_mm", "max_mm")
+ERROR_RUN_COLUMNS = tuple(f"error_{name}" for name in ERROR_FIGURES) + ("error_relative_to_identity",)
+ERROR_GROUP_COLUMNS = tuple(f"error_{name}" for name in ERROR_FIGURES) + (
+    "error_worst_mean_voxels", "error_worst_seed", "identity_error_mean_voxels")
+
+
+def run_columns(analysis: StudyAnalysis) -> tuple[str, ...]:
+    return RUN_COLUMNS + (ERROR_RUN_COLUMNS if analysis.truth else ())
+
+
+def group_columns(analysis: StudyAnalysis) -> tuple[str, ...]:
+    return GROUP_COLUMNS + (ERROR_GROUP_COLUMNS if analysis.truth else ())
 
 
 def number(value) -> str:
@@ -35,8 +48,8 @@ def number(value) -> str:
     return str(value)
 
 
-def run_record(row: dict) -> dict:
-    """The per-run numbers of one JSONL row."""
+def run_record(row: dict, error: dict | None = None) -> dict:
+    """The per-run numbers of one JSONL row, with its error against the known deformation if given."""
     summary = row["summary"]
     lbfgs = summary["optimizer"].get("lbfgs2", {})
     plausibility = summary["plausibility"] or {}
@@ -52,11 +65,13 @@ def run_record(row: dict) -> dict:
         "first_trial_step_voxels": lbfgs.get("first_trial_step_voxels"),
         "work_units": summary["threading"]["work_units"] or summary["threading"]["global_default_threads"],
         "time_s": summary["timing"]["total_s"],
-    }
+    } | ({} if error is None else {
+        **{f"error_{name}": error["recovered"][name] for name in ERROR_FIGURES},
+        "error_relative_to_identity": error["relative_to_identity"]})
 
 
-def group_record(group) -> dict:
-    """The per-group numbers shown in the report's main table."""
+def group_record(group, identity: dict | None = None) -> dict:
+    """The per-group numbers shown in the report's main table (``identity``: the error of doing nothing)."""
     return {
         "mode": group.mode, "spacing": group.spacing, "runs": len(group.runs), "moved": group.moved,
         "never_moved": group.never_moved, "bitwise_identical": group.bitwise_identical,
@@ -69,7 +84,10 @@ def group_record(group) -> dict:
         "difference_from_reference_voxels_max": group.difference_from_reference_voxels.get("max"),
         "sufficient_decrease_load": group.sufficient_decrease_load,
         "first_trial_step_voxels": group.first_trial_step_voxels,
-    }
+    } | ({} if group.error is None else {
+        **{f"error_{name}": group.error[name] for name in ERROR_FIGURES},
+        "error_worst_mean_voxels": group.error["worst_mean_voxels"], "error_worst_seed": group.error["worst_seed"],
+        "identity_error_mean_voxels": None if identity is None else identity["mean_voxels"]})
 
 
 def write_report(store: StudyStore, analysis: StudyAnalysis, folder) -> dict[str, Path]:
@@ -77,12 +95,13 @@ def write_report(store: StudyStore, analysis: StudyAnalysis, folder) -> dict[str
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = [store.rows[run.run_id] for run in store.spec.runs() if run.run_id in store.rows]
-    runs = [run_record(row) for row in rows]
-    groups = [group_record(g) for g in analysis.groups]
+    runs = [run_record(row, analysis.run_errors.get(row["run_id"])) for row in rows]
+    identity = analysis.truth["identity"] if analysis.truth else None
+    groups = [group_record(g, identity) for g in analysis.groups]
     paths = {"html": folder / "report.html", "runs_csv": folder / "runs.csv", "groups_csv": folder / "groups.csv",
              "json": folder / "analysis.json"}
-    _write_csv(paths["runs_csv"], RUN_COLUMNS, runs)
-    _write_csv(paths["groups_csv"], GROUP_COLUMNS, groups)
+    _write_csv(paths["runs_csv"], run_columns(analysis), runs)
+    _write_csv(paths["groups_csv"], group_columns(analysis), groups)
     paths["json"].write_text(json.dumps({"spec": store.spec.to_dict(), "analysis": analysis.as_dict(),
                                          "groups": groups, "runs": runs,
                                          "traces": {row["run_id"]: row["trace"] for row in rows}},
@@ -132,6 +151,13 @@ def _plots(store: StudyStore, analysis: StudyAnalysis, rows: list[dict]) -> list
     figures.append(svg.line_chart({m: (list(spec.spacings), v) for m, v in differences.items()},
                                   f"Difference from spacing {analysis.reference_spacing:g}", "spacing (mm)",
                                   "max difference (voxels)", log_x=log_x, markers=True))
+    if analysis.truth:
+        identity = analysis.truth["identity"]["mean_voxels"]
+        errors = per_mode(lambda g: g.error["mean_voxels"] if g.error else float("nan"))
+        figures.append(svg.line_chart({m: (list(spec.spacings), v) for m, v in errors.items()},
+                                      "Error against the known deformation vs spacing", "spacing (mm)",
+                                      "mean error over repeats (voxels)", log_x=log_x, markers=True,
+                                      reference=(f"doing nothing {identity:.3g}", identity)))
     figures.append(_grid_figure(store, analysis.reference_spacing))
     for group in analysis.groups:
         if group.spread_map and group.spread_voxels["max"] > 0:
@@ -162,6 +188,14 @@ def _html(store, analysis, rows, runs, groups) -> str:
         f"</small></li>" for s in analysis.statements) or "<li>No finding: see the tables.</li>"
     figures = "".join(f"<figure>{f}</figure>" for f in _plots(store, analysis, rows))
     spec = escape(json.dumps(store.spec.to_dict(), indent=1))
+    truth = ""
+    if analysis.truth:
+        identity = analysis.truth["identity"]
+        truth = (f'<p id="truth">Known deformation: {escape(analysis.truth["source"])}. Errors are the distance '
+                 f"between the recovered and the known displacement in voxels of each run's image (mm of the "
+                 f"native image), over the {escape(analysis.truth['region'])} ({analysis.truth['voxels']} voxels). "
+                 f"Doing nothing (identity): mean {number(identity['mean_voxels'])}, 95th percentile "
+                 f"{number(identity['p95_voxels'])}, max {number(identity['max_voxels'])} voxels.</p>")
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>SpacingRegistration study</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse;font-size:12px}}
@@ -170,11 +204,11 @@ pre{{background:#f4f4f4;padding:8px;font-size:11px}}</style></head><body>
 <h1>SpacingRegistration study</h1>
 <p>{len(runs)} finished runs of {len(store.spec.runs())}; reference spacing {analysis.reference_spacing:g}.
 Displacements are compared in voxels of each run's image; spread = per-voxel largest distance of a repeat
-from the repeats' mean field.</p>
+from the repeats' mean field.</p>{truth}
 <h2>Diagnosis</h2><ul id="diagnosis">{statements}</ul>
-<h2>Per spacing and mode</h2>{_table(GROUP_COLUMNS, groups, "groups")}
+<h2>Per spacing and mode</h2>{_table(group_columns(analysis), groups, "groups")}
 <h2>Plots</h2>{figures}
-<h2>Runs</h2>{_table(RUN_COLUMNS, runs, "runs")}
+<h2>Runs</h2>{_table(run_columns(analysis), runs, "runs")}
 <h2>Specification</h2><pre>{spec}</pre>
 </body></html>
 """

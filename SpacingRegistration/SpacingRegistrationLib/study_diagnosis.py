@@ -16,13 +16,46 @@ def _statement(kind: str, text: str, **figures) -> dict:
 
 
 def diagnose(analysis: StudyAnalysis) -> list[dict]:
-    """Statements on identity runs, threads, the spacing effect and normalised units."""
-    statements = []
+    """Statements on accuracy (with a known deformation), identity runs, threads, the spacing effect and
+    normalised units."""
+    statements = _accuracy(analysis)
     for group in analysis.groups:
         statements.extend(_identity_runs(group))
     statements.extend(_threads(analysis))
     statements.extend(_spacing_effect(analysis))
     return statements
+
+
+def _accuracy(analysis: StudyAnalysis) -> list[dict]:
+    """Which (mode, spacing) gives the lowest error against the known deformation, beside doing nothing."""
+    scored = [g for g in analysis.groups if g.error is not None]
+    if analysis.truth is None or not scored:
+        return []
+    identity = analysis.truth["identity"]["mean_voxels"]
+    best = min(scored, key=lambda g: g.error["mean_voxels"])
+    worst = max(scored, key=lambda g: g.error["mean_voxels"])
+    ties = [f"{g.mode} at {g.spacing:g}" for g in scored if g is not best
+            and abs(g.error["mean_voxels"] - best.error["mean_voxels"]) <= SAME_FIELD_VOXELS]
+    e = best.error
+    text = (f"Lowest error against the known deformation: {best.mode} at spacing {best.spacing:g}, mean "
+            f"{e['mean_voxels']:.3g} voxels over {len(best.runs)} run(s) (95th percentile {e['p95_voxels']:.3g}, max "
+            f"{e['max_voxels']:.3g}; worst seed {best.error['worst_seed']}: {e['worst_mean_voxels']:.3g}; "
+            f"mean {e['mean_mm']:.3g} mm), against {identity:.3g} voxels for doing nothing "
+            + (f"({e['mean_voxels'] / identity:.0%} of it)." if identity else "(the known deformation is zero)."))
+    if ties:
+        text += f" Equal to within {SAME_FIELD_VOXELS:g} voxels: {', '.join(ties)}."
+    if worst is not best:
+        text += (f" Highest: {worst.mode} at spacing {worst.spacing:g}, mean {worst.error['mean_voxels']:.3g} "
+                 f"voxels.")
+    worse = [f"{g.mode} at {g.spacing:g}" for g in scored if g.error["mean_voxels"] > identity]
+    if worse:
+        text += f" Worse than doing nothing: {', '.join(worse)}."
+    return [_statement("accuracy", text, mode=best.mode, spacing=best.spacing, mean_voxels=e["mean_voxels"],
+                       p95_voxels=e["p95_voxels"], max_voxels=e["max_voxels"], mean_mm=e["mean_mm"],
+                       worst_seed=e["worst_seed"], worst_mean_voxels=e["worst_mean_voxels"],
+                       identity_mean_voxels=identity, highest_mode=worst.mode, highest_spacing=worst.spacing,
+                       highest_mean_voxels=worst.error["mean_voxels"], worse_than_identity=worse,
+                       region=analysis.truth["region"])]
 
 
 def _identity_runs(group: GroupStatistics) -> list[dict]:

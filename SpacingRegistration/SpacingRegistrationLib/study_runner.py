@@ -97,7 +97,8 @@ def _execute_in_worker(task: dict) -> dict:
 
 def run_study(spec: StudySpec, fixed, moving, output, executor: str = "pool", workers: int | None = None,
               scheduler: str | None = None, progress: ProgressCallback | None = None,
-              cancel: threading.Event | None = None, memory_limit_bytes: int | None = None) -> StudyOutcome:
+              cancel: threading.Event | None = None, memory_limit_bytes: int | None = None,
+              truth=None) -> StudyOutcome:
     """Run every pending run of ``spec`` on ``fixed``/``moving`` (images or file paths) into ``output``.
 
     ``executor``: ``sequential`` (in this process), ``pool`` (``workers`` processes, default one per
@@ -105,6 +106,8 @@ def run_study(spec: StudySpec, fixed, moving, output, executor: str = "pool", wo
     is called after each finished run; setting ``cancel`` stops the study, keeping what finished.
     Before the study folder is touched, every run's memory is estimated (times the pool's concurrent runs)
     against ``memory_limit_bytes`` (default: what this machine has available; Dask workers check their own).
+    ``truth`` (a known deformation, see :func:`study_store.create_or_open`) is stored with the study; the
+    analysis measures every run's error against it.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -117,7 +120,7 @@ def run_study(spec: StudySpec, fixed, moving, output, executor: str = "pool", wo
         concurrent = min(workers or os.cpu_count() or 1, len(spec.runs())) if executor == "pool" else 1
         for run in spec.runs():
             resources.check_registration_memory(fixed, moving, run.settings, memory_limit_bytes, concurrent)
-    store = create_or_open(output, spec, fixed, moving)
+    store = create_or_open(output, spec, fixed, moving, truth)
     outcome = StudyOutcome(store, skipped=sorted(store.rows))
     pending = store.pending()
     total = len(spec.runs())

@@ -4,6 +4,7 @@ Layout::
 
     study.json               the specification and a fingerprint of the input images
     inputs/fixed.nrrd, inputs/moving.nrrd
+    inputs/truth.nrrd        the known deformation on the fixed grid, when the study has one
     runs.jsonl               one row per finished run (appended whole, fsync'ed)
     transforms/<run_id>.tfm  the run's BSpline (written to a temporary name, then renamed)
 
@@ -25,6 +26,7 @@ import SimpleITK as sitk
 
 from .safe_writes import write_transform
 from .settings import SettingsError
+from .truth import Truth, as_truth, load_truth
 from .study_spec import StudySpec, spec_from_dict
 
 
@@ -68,6 +70,14 @@ class StudyStore:
     def runs_path(self) -> Path:
         return self.folder / "runs.jsonl"
 
+    @property
+    def truth_path(self) -> Path:
+        return self.folder / "inputs" / "truth.nrrd"
+
+    def truth(self, fixed: sitk.Image) -> Truth | None:
+        """The study's known deformation on ``fixed`` (its fixed image), or None."""
+        return load_truth(self.truth_path, fixed) if self.truth_path.is_file() else None
+
     def transform_path(self, run_id: str) -> Path:
         return self.folder / "transforms" / f"{run_id}.tfm"
 
@@ -108,16 +118,25 @@ class StudyStore:
         return [run for run in self.spec.runs() if run.run_id not in self.rows]
 
 
-def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Image) -> StudyStore:
-    """Start a study in ``folder``, or reopen it to resume: the same study (spec and images) only."""
+def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Image, truth=None) -> StudyStore:
+    """Start a study in ``folder``, or reopen it to resume: the same study (spec, images and truth) only.
+
+    ``truth`` (a known deformation: file, transform, displacement image or :class:`truth.Truth`) is stored
+    on the fixed grid beside the inputs.
+    """
     folder = Path(folder)
     fingerprint = {"fixed": image_fingerprint(fixed), "moving": image_fingerprint(moving)}
+    truth_image = None if truth is None else as_truth(truth, fixed).as_image()
+    if truth_image is not None:
+        fingerprint["truth"] = image_fingerprint(truth_image)
     description = {"spec": spec.to_dict(), "inputs": fingerprint}
     study_file = folder / "study.json"
     if study_file.is_file():
         existing = json.loads(study_file.read_text())
+        if truth is None and isinstance(existing.get("inputs"), dict) and "truth" in existing["inputs"]:
+            description["inputs"]["truth"] = existing["inputs"]["truth"]  # resuming need not name the truth again
         if existing != description:
-            raise StudyFolderError(f"{folder} holds a different study (other settings or images); "
+            raise StudyFolderError(f"{folder} holds a different study (other settings, images or truth); "
                                    "choose another output folder")
         return _load(folder, spec)
     if folder.exists() and any(folder.iterdir()):
@@ -128,6 +147,9 @@ def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Imag
         store = StudyStore(folder, spec)
         _write_atomically(store.fixed_path, lambda p: sitk.WriteImage(fixed, str(p), useCompression=True, imageIO="NrrdImageIO"))
         _write_atomically(store.moving_path, lambda p: sitk.WriteImage(moving, str(p), useCompression=True, imageIO="NrrdImageIO"))
+        if truth_image is not None:
+            _write_atomically(store.truth_path, lambda p: sitk.WriteImage(truth_image, str(p), useCompression=True,
+                                                                           imageIO="NrrdImageIO"))
         _write_atomically(study_file, lambda p: p.write_text(json.dumps(description, indent=2)))
     except OSError as error:
         raise StudyFolderError(f"cannot write the study to {folder}: {error.strerror or error}") from None

@@ -79,13 +79,20 @@ def _legend(names: list[str]) -> list[str]:
 
 
 def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x_label: str, y_label: str,
-               log_x: bool = False, markers: bool = False) -> str:
-    """One polyline per named series of (xs, ys)."""
+               log_x: bool = False, markers: bool = False, reference: tuple[str, float] | None = None) -> str:
+    """One polyline per named series of (xs, ys); ``reference`` (label, y) adds a dashed horizontal line."""
     points = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys) if math.isfinite(y)]
     if not points:
         return _svg([f'<text x="20" y="40">{escape(title)}: no data</text>'], height=60)
-    axes = _Axes([p[0] for p in points], [p[1] for p in points], log_x)
+    extra = [reference[1]] if reference is not None and math.isfinite(reference[1]) else []
+    axes = _Axes([p[0] for p in points], [p[1] for p in points] + extra, log_x)
     parts = axes.frame(title, x_label, y_label)
+    if extra:
+        y = axes.y(extra[0])
+        parts.append(f'<line class="reference" x1="{MARGIN["left"]}" x2="{MARGIN["left"] + axes.plot_width}" '
+                     f'y1="{y:.1f}" y2="{y:.1f}" stroke="#555" stroke-dasharray="6,4"/>'
+                     f'<text x="{MARGIN["left"] + axes.plot_width - 4}" y="{y - 4:.1f}" text-anchor="end" '
+                     f'fill="#555">{escape(reference[0])}</text>')
     for i, (name, (xs, ys)) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
         coordinates = " ".join(f"{axes.x(x):.1f},{axes.y(y):.1f}" for x, y in zip(xs, ys) if math.isfinite(y))

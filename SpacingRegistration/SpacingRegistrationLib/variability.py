@@ -1,4 +1,4 @@
-"""Variability of a study: per (mode, spacing) across repeats, and across spacings in voxel units.
+"""Variability of a study: per (mode, spacing) across repeats, and across spacings in voxel units; and, when the study has a known deformation, every run's error against it.
 
 Displacement fields are compared in voxels of the image each run registered, so results at different
 spacings are comparable: a spacing-invariant registration gives the same voxel field at every spacing.
@@ -17,6 +17,7 @@ from .displacement import displacement_array, to_voxel_units
 from .images import read_image, with_spacing
 from .study_diagnosis import diagnose
 from .study_store import StudyStore
+from .truth import ErrorFigures, Truth, as_truth, error_of_voxel_field
 
 
 @dataclass
@@ -44,6 +45,7 @@ class GroupStatistics:
     relative_spread: float
     difference_from_reference_voxels: dict[str, float] = field(default_factory=dict)
     spread_map: str | None = None
+    error: dict | None = None
 
 
 @dataclass
@@ -53,13 +55,15 @@ class StudyAnalysis:
     reference_spacing: float
     groups: list[GroupStatistics]
     statements: list[dict]
+    truth: dict | None = None
+    run_errors: dict[str, dict] = field(default_factory=dict)
 
     def group(self, mode: str, spacing: float) -> GroupStatistics:
         return next(g for g in self.groups if g.mode == mode and g.spacing == spacing)
 
     def as_dict(self) -> dict:
         return {"reference_spacing": self.reference_spacing, "groups": [asdict(g) for g in self.groups],
-                "statements": self.statements}
+                "statements": self.statements, "truth": self.truth, "run_errors": self.run_errors}
 
 
 def _summary(values) -> dict[str, float]:
@@ -70,10 +74,17 @@ def _summary(values) -> dict[str, float]:
             if mean != 0 else 0.0}
 
 
-def analyse(store: StudyStore, output: Path | None = None, mask: np.ndarray | None = None) -> StudyAnalysis:
-    """Figures per (mode, spacing) over the finished runs; spread maps saved under ``output`` if given."""
+def analyse(store: StudyStore, output: Path | None = None, mask: np.ndarray | None = None,
+            truth=None) -> StudyAnalysis:
+    """Figures per (mode, spacing) over the finished runs; spread maps saved under ``output`` if given.
+
+    ``truth`` (a known deformation: file, transform, displacement image or :class:`truth.Truth`; default:
+    the one stored with the study) adds every run's error against it and each group's summary of them.
+    """
     fixed = read_image(store.fixed_path)
     spec = store.spec
+    known = store.truth(fixed) if truth is None else as_truth(truth, fixed)
+    run_errors: dict[str, dict] = {}
     mean_fields: dict[tuple[str, float], np.ndarray] = {}
     groups = []
     for mode in spec.modes:
@@ -82,7 +93,7 @@ def analyse(store: StudyStore, output: Path | None = None, mask: np.ndarray | No
                     if run.mode == mode and run.spacing == spacing and run.run_id in store.rows]
             if not rows:
                 continue
-            group, mean_field = _group(store, fixed, mode, spacing, rows, output, mask)
+            group, mean_field = _group(store, fixed, mode, spacing, rows, output, mask, known, run_errors)
             groups.append(group)
             mean_fields[(mode, spacing)] = mean_field
     for group in groups:
@@ -91,12 +102,16 @@ def analyse(store: StudyStore, output: Path | None = None, mask: np.ndarray | No
             difference = np.linalg.norm(mean_fields[(group.mode, group.spacing)] - reference, axis=-1)
             inside = difference if mask is None else difference[mask]
             group.difference_from_reference_voxels = {"mean": float(inside.mean()), "max": float(inside.max())}
-    analysis = StudyAnalysis(spec.reference, groups, [])
+    analysis = StudyAnalysis(spec.reference, groups, [], run_errors=run_errors)
+    if known is not None:
+        identity = error_of_voxel_field(known, np.zeros_like(known.field_mm), mask)
+        analysis.truth = {"source": known.source, "region": identity.region, "voxels": identity.voxels,
+                          "identity": asdict(identity.identity)}
     analysis.statements = diagnose(analysis)
     return analysis
 
 
-def _group(store, fixed, mode, spacing, rows, output, mask):
+def _group(store, fixed, mode, spacing, rows, output, mask, known: Truth | None, run_errors: dict):
     reference = with_spacing(fixed, spacing)
     transforms = [store.read_transform(row["run_id"]) for row in rows]
     parameters = [np.asarray(t.GetParameters()) for t in transforms]
@@ -127,9 +142,22 @@ def _group(store, fixed, mode, spacing, rows, output, mask):
         spread_voxels={"mean": float(spread_inside.mean()), "max": float(spread_inside.max())},
         spread_mm={"mean": float(spread_inside.mean() * spacing), "max": float(spread_inside.max() * spacing)},
         relative_spread=float(spread_inside.mean() / mean_magnitude) if mean_magnitude > 0 else 0.0)
+    if known is not None:
+        errors = [error_of_voxel_field(known, voxel_field, mask) for voxel_field in voxel_fields]
+        run_errors.update((row["run_id"], error.as_dict()) for row, error in zip(rows, errors))
+        group.error = _group_error([error.recovered for error in errors], group.seeds)
     if output is not None:
         group.spread_map = str(_write_spread_map(spread, fixed, Path(output), mode, spacing))
     return group, mean_field
+
+
+def _group_error(errors: list[ErrorFigures], seeds: list) -> dict:
+    """Each figure's mean over the repeats, and the worst repeat (largest mean error) with its seed."""
+    summary = {name: float(np.mean([getattr(e, name) for e in errors])) for name in asdict(errors[0])}
+    worst = int(np.argmax([e.mean_voxels for e in errors]))
+    summary.update(worst_mean_voxels=errors[worst].mean_voxels, worst_mean_mm=errors[worst].mean_mm,
+                   worst_seed=seeds[worst], best_mean_voxels=min(e.mean_voxels for e in errors))
+    return summary
 
 
 def _write_spread_map(spread: np.ndarray, fixed: sitk.Image, output: Path, mode: str, spacing: float) -> Path:
