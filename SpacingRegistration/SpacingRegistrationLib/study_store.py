@@ -8,8 +8,11 @@ Layout::
     runs.jsonl               one row per finished run (appended whole, fsync'ed)
     transforms/<run_id>.tfm  the run's BSpline (written to a temporary name, then renamed)
 
-A row counts only if it parses and its transform file exists; anything else (a line cut by a crash) is
-dropped when the folder is opened, and that run is done again.
+A row counts only if it parses and its transform file exists with the digest the row recorded; anything else
+(a line cut by a crash, a transform deleted or replaced, duplicated rows) is dropped when the folder is opened,
+and that run is done again. A folder whose rows the specification cannot have produced (study.json edited by
+hand) or whose input images changed is refused, naming the file; a replaced input is restored when the study is
+resumed with the original images.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .images import InputImageError, read_image
 from .safe_writes import write_transform
-from .settings import SettingsError
+from .settings import SettingsError, to_dict
 from .truth import Truth, as_truth, load_truth
 from .study_spec import StudySpec, spec_from_dict
 
@@ -57,6 +61,8 @@ class StudyStore:
     spec: StudySpec
     rows: dict[str, dict] = field(default_factory=dict)
     dropped_lines: int = 0
+    #: Input files restored from the images a resume was given (they had been replaced or damaged).
+    repaired: list[str] = field(default_factory=list)
 
     @property
     def fixed_path(self) -> Path:
@@ -90,10 +96,11 @@ class StudyStore:
         temporary = path.with_name(path.stem + ".part.tfm")  # WriteTransform picks the format by extension
         row = {key: value for key, value in payload.items() if key not in ("fixed_parameters", "parameters")}
         row["transform"] = str(path.relative_to(self.folder))
-        line = json.dumps(row, default=float) + "\n"
         size = self.runs_path.stat().st_size if self.runs_path.is_file() else 0
         try:
             write_transform(transform, temporary)
+            row["transform_sha256"] = _file_digest(temporary)  # a transform replaced by hand is detected
+            line = json.dumps(row, default=float) + "\n"
             os.replace(temporary, path)
             with self.runs_path.open("a") as stream:
                 stream.write(line)
@@ -132,13 +139,13 @@ def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Imag
     description = {"spec": spec.to_dict(), "inputs": fingerprint}
     study_file = folder / "study.json"
     if study_file.is_file():
-        existing = json.loads(study_file.read_text())
+        existing = _read_study_file(study_file)
         if truth is None and isinstance(existing.get("inputs"), dict) and "truth" in existing["inputs"]:
             description["inputs"]["truth"] = existing["inputs"]["truth"]  # resuming need not name the truth again
         if existing != description:
             raise StudyFolderError(f"{folder} holds a different study (other settings, images or truth); "
                                    "choose another output folder")
-        return _load(folder, spec)
+        return _load(folder, spec, existing["inputs"], {"fixed": fixed, "moving": moving})
     if folder.exists() and any(folder.iterdir()):
         raise StudyFolderError(f"{folder} is not empty and holds no study; choose an empty or new folder")
     try:
@@ -162,18 +169,86 @@ def open_study(folder) -> StudyStore:
     study_file = folder / "study.json"
     if not study_file.is_file():
         raise StudyFolderError(f"{folder} holds no study (study.json not found)")
+    description = _read_study_file(study_file)
     try:
-        spec = spec_from_dict(json.loads(study_file.read_text())["spec"])
-    except (json.JSONDecodeError, KeyError, SettingsError) as error:
+        spec = spec_from_dict(description["spec"])
+    except SettingsError as error:
         raise StudyFolderError(f"{study_file} is damaged: {error}") from None
-    return _load(folder, spec)
+    return _load(folder, spec, description["inputs"])
 
 
-def _load(folder: Path, spec: StudySpec) -> StudyStore:
+def _read_study_file(study_file: Path) -> dict:
+    try:
+        description = json.loads(study_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise StudyFolderError(f"{study_file} is damaged: {error}") from None
+    if not isinstance(description, dict) or not isinstance(description.get("spec"), dict) \
+            or not isinstance(description.get("inputs"), dict):
+        raise StudyFolderError(f"{study_file} is damaged: it needs a 'spec' and an 'inputs' object")
+    return description
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _check_inputs(store: StudyStore, fingerprints: dict, images: dict | None):
+    """Each stored input (inputs/<name>.nrrd) must still be the image study.json fingerprinted. One replaced or
+    damaged by hand is restored from the image a resume was given when that image has the fingerprint; otherwise
+    the study is refused, naming the file."""
+    for name, expected in fingerprints.items():
+        path = store.folder / "inputs" / f"{name}.nrrd"
+        try:
+            actual, reason = image_fingerprint(read_image(path, f"study input {name}")), ""
+        except InputImageError as error:
+            actual, reason = None, f" ({error})"
+        if actual == expected:
+            continue
+        given = (images or {}).get(name)
+        if given is not None and image_fingerprint(given) == expected:
+            _write_atomically(path, lambda p: sitk.WriteImage(given, str(p), useCompression=True, imageIO="NrrdImageIO"))
+            store.repaired.append(str(path.relative_to(store.folder)))
+            continue
+        raise StudyFolderError(f"{path} is not the image this study was made with (changed or damaged by hand{reason}); "
+                               "put the original back, or resume the study with its original images to restore it")
+
+
+def _transform_intact(store: StudyStore, row: dict) -> bool:
+    """The row's transform file exists and (for rows that record it) has the digest written with it."""
+    path = store.transform_path(row["run_id"])
+    return path.is_file() and ("transform_sha256" not in row or _file_digest(path) == row["transform_sha256"])
+
+
+def _row_conflict(row: dict, run) -> str:
+    """Why ``row`` cannot be a result of ``run`` of the specification ('' when it can)."""
+    if run is None:
+        return "is not a run of the specification"
+    for key in ("mode", "spacing", "repeat", "seed"):
+        if key in row and row[key] != getattr(run, key):
+            return f"has {key} {row[key]!r} where the specification says {getattr(run, key)!r}"
+    recorded = (row.get("summary") or {}).get("settings")
+    if isinstance(recorded, dict):
+        expected = to_dict(run.settings)
+        if run.settings.number_of_threads is None:  # default-threads runs record the count they used
+            recorded = {**recorded, "number_of_threads": None}
+        if recorded != expected:
+            changed = sorted(k for k in set(expected) | set(recorded) if expected.get(k) != recorded.get(k))
+            return f"was made with other settings ({', '.join(changed)})"
+    return ""
+
+
+def _load(folder: Path, spec: StudySpec, fingerprints: dict | None = None, images: dict | None = None) -> StudyStore:
+    """The folder's finished rows, after checking it against hand edits. Repaired (the runs are redone): a line
+    cut short, a row whose transform file is missing or was replaced, duplicated rows (one is kept when they are
+    identical, none when they differ). Refused, naming the file: a row that the specification in study.json
+    cannot have produced (the spec was edited), an input image that changed."""
     store = StudyStore(folder, spec)
+    if fingerprints is not None:
+        _check_inputs(store, fingerprints, images)
     if not store.runs_path.is_file():
         return store
-    kept, dropped = [], 0
+    runs = {run.run_id: run for run in spec.runs()}
+    kept, conflicting, dropped = {}, set(), 0
     for line in store.runs_path.read_text().splitlines(keepends=True):
         try:
             row = json.loads(line)
@@ -181,12 +256,25 @@ def _load(folder: Path, spec: StudySpec) -> StudyStore:
             dropped += 1
             continue
         if not line.endswith("\n") or not isinstance(row, dict) or "run_id" not in row \
-                or not store.transform_path(row["run_id"]).is_file():
+                or not _transform_intact(store, row):
             dropped += 1
             continue
-        kept.append(line)
-        store.rows[row["run_id"]] = row
+        conflict = _row_conflict(row, runs.get(row["run_id"]))
+        if conflict:
+            raise StudyFolderError(
+                f"{store.runs_path}: the row of run {row['run_id']} {conflict}: {folder / 'study.json'} or the runs "
+                "were edited by hand; restore study.json or start the study in a new folder")
+        if row["run_id"] in kept:
+            dropped += 1
+            if kept[row["run_id"]][0] != line:
+                conflicting.add(row["run_id"])
+            continue
+        kept[row["run_id"]] = (line, row)
+    for run_id in conflicting:
+        del kept[run_id]
+        dropped += 1
     if dropped:
-        _write_atomically(store.runs_path, lambda p: p.write_text("".join(kept)))
+        _write_atomically(store.runs_path, lambda p: p.write_text("".join(line for line, _ in kept.values())))
+    store.rows = {run_id: row for run_id, (_, row) in kept.items()}
     store.dropped_lines = dropped
     return store
