@@ -1,0 +1,260 @@
+#!/usr/bin/env python
+"""Peer benchmark: this project's BSpline configurations against elastix (itk-elastix) on one pair with a
+known warp (issue 10 section 4).
+
+    .venv/bin/pip install itk-elastix      # benchmark only, never a runtime requirement
+    nice -n 10 .venv/bin/python Testing/benchmarks/bench_peer.py [--quick] [--json FILE]
+
+The pair is the MNI152-derived PET-like pair (sample_data) at 3 mm voxels (59x71x62, near 64^3) with its
+known deformation (max 3 voxels). Every configuration registers the same images in the same process,
+interleaved round by round (the order rotates each round); wall and CPU time are the minimum over rounds;
+the error against the known deformation (truth.py) is measured over the whole image and inside a head mask
+(Otsu threshold of the fixed image); repeatability compares the transforms of two rounds bit for bit.
+
+Configurations:
+- reported: the reported set-up (physical-shift scales, 2.5 % REGULAR sampling, mesh [2,2,2]), one work unit;
+- fast: the project's fast equivalent of the reported set-up (``method.fast_equivalent`` when the engine
+  provides it, else the same settings without the scales estimator; the line says which);
+- recommended: normalised units, one work unit, no scales estimator, 2.5 % random sampling, mesh [3,3,3];
+- accurate: the same with 5 % random sampling and mesh [4,4,4];
+- elastix-meshN: itk-elastix single-resolution BSpline, Mattes MI 50 bins, its default optimizer (ASGD),
+  random coordinate sampling of 2.5 % of the voxels, seed 1, its default threads, with the control-point
+  spacing of the project's mesh [N,N,N] on this image (largest extent / N).
+
+Goal: a configuration this project recommends has a mean error at most that of elastix on the same grid,
+over the image and inside the head, in no more time. The project's runs use one work unit (repeatable) while
+elastix uses its default threads, so the verdict is given on wall time and on CPU time separately. Times are
+those of a whole ``registration.run`` (with its diagnosis). Timings are printed, never asserted; the
+machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "SpacingRegistration"))
+
+from SpacingRegistrationLib import method, registration, sample_data  # noqa: E402
+from SpacingRegistrationLib.displacement import to_voxel_units  # noqa: E402
+from SpacingRegistrationLib.settings import RegistrationSettings  # noqa: E402
+from SpacingRegistrationLib.truth import Truth, error_of_voxel_field, truth_from_image  # noqa: E402
+
+FULL = {"voxel_size_mm": 3.0, "rounds": 3, "reported_rounds": 2}
+QUICK = {"voxel_size_mm": 4.0, "rounds": 2, "reported_rounds": 0}
+#: name: (mesh, random sampling %), each compared with elastix on the same grid.
+RECOMMENDED = {"recommended": ((3, 3, 3), 2.5), "accurate": ((4, 4, 4), 5.0)}
+ELASTIX_ITERATIONS = 500
+
+
+def reported_settings() -> RegistrationSettings:
+    return RegistrationSettings(reproducible=True)
+
+
+def fast_settings() -> tuple[RegistrationSettings, str]:
+    """The engine's fast equivalent of the reported set-up if it has one, else no scales estimator."""
+    base = reported_settings()
+    if hasattr(method, "fast_equivalent"):
+        return method.fast_equivalent(base), "method.fast_equivalent(reported set-up)"
+    return base.replace(scales_estimator="none"), "reported set-up with scales_estimator='none' (no fast equivalent in the engine)"
+
+
+def recommended_settings(mesh, percentage: float) -> RegistrationSettings:
+    return RegistrationSettings(reproducible=True, normalised_units=True, scales_estimator="none",
+                                sampling_strategy="random", sampling_percentage=percentage, mesh_size=mesh)
+
+
+@dataclass
+class Outcome:
+    wall_s: float
+    cpu_s: float
+    field_voxels: np.ndarray
+    parameters: np.ndarray
+
+
+def run_project(settings: RegistrationSettings, pair: sample_data.SamplePair) -> Outcome:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = registration.run(pair.fixed, pair.moving, settings)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    field = sitk.GetArrayFromImage(sitk.TransformToDisplacementField(
+        result.transform, sitk.sitkVectorFloat64, pair.fixed.GetSize(), pair.fixed.GetOrigin(),
+        pair.fixed.GetSpacing(), pair.fixed.GetDirection()))
+    return Outcome(wall, cpu, to_voxel_units(field, pair.fixed), np.asarray(result.transform.GetParameters()))
+
+
+def _to_itk(image: sitk.Image):
+    import itk
+
+    converted = itk.image_from_array(sitk.GetArrayFromImage(image).astype(np.float32))
+    converted.SetSpacing(image.GetSpacing())
+    converted.SetOrigin(image.GetOrigin())
+    converted.SetDirection(itk.matrix_from_array(np.asarray(image.GetDirection()).reshape(3, 3)))
+    return converted
+
+
+def elastix_parameters(grid_spacing_mm: float, voxels: int):
+    """A single-resolution BSpline parameter map comparable with the project's registration."""
+    import itk
+
+    parameters = itk.ParameterObject.New()
+    bspline = parameters.GetDefaultParameterMap("bspline", 1)
+    bspline["FinalGridSpacingInPhysicalUnits"] = [f"{grid_spacing_mm:.6f}"]
+    bspline["Metric"] = ["AdvancedMattesMutualInformation"]
+    bspline["NumberOfHistogramBins"] = ["50"]
+    bspline["ImageSampler"] = ["RandomCoordinate"]
+    bspline["NumberOfSpatialSamples"] = [str(int(0.025 * voxels))]
+    bspline["RandomSeed"] = ["1"]
+    bspline["MaximumNumberOfIterations"] = [str(ELASTIX_ITERATIONS)]
+    bspline["WriteResultImage"] = ["false"]
+    parameters.AddParameterMap(bspline)
+    return parameters
+
+
+def run_elastix(parameters, pair: sample_data.SamplePair, images) -> Outcome:
+    import itk
+
+    fixed, moving = images
+    wall, cpu = time.perf_counter(), time.process_time()
+    _, result = itk.elastix_registration_method(fixed, moving, parameter_object=parameters, log_to_console=False)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    field = itk.array_from_image(itk.transformix_deformation_field(moving, result)).astype(np.float64)
+    coefficients = np.asarray([float(v) for v in result.GetParameterMap(0)["TransformParameters"]])
+    return Outcome(wall, cpu, to_voxel_units(field, pair.fixed), coefficients)
+
+
+def grid_spacing_of_mesh(image: sitk.Image, mesh) -> float:
+    """Control-point spacing (mm) of the project's initializer for ``mesh``: largest physical extent / mesh."""
+    extent = np.asarray(image.GetSize()) * np.asarray(image.GetSpacing())
+    return float(max(extent / np.asarray(mesh)))
+
+
+def head_mask(fixed: sitk.Image) -> np.ndarray:
+    mask = sitk.OtsuThreshold(sitk.SmoothingRecursiveGaussian(fixed, 4.0), 0, 1)
+    return sitk.GetArrayFromImage(sitk.BinaryFillhole(mask)).astype(bool)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 mm pair, two rounds, no reported set-up")
+    parser.add_argument("--rounds", type=int, help="rounds of the fast configurations")
+    parser.add_argument("--reported-rounds", type=int, help="rounds of the reported set-up (~100 s or more each)")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    arguments = parser.parse_args(argv)
+    try:
+        import itk  # noqa: F401
+        itk.elastix_registration_method  # noqa: B018 - loads the elastix module
+    except (ImportError, AttributeError):
+        print("bench_peer: itk-elastix is not installed; install it into the venv for this benchmark only: "
+              ".venv/bin/pip install itk-elastix", file=sys.stderr)
+        return 2
+    plan = dict(QUICK if arguments.quick else FULL)
+    plan["rounds"] = arguments.rounds or plan["rounds"]
+    plan["reported_rounds"] = plan["reported_rounds"] if arguments.reported_rounds is None else arguments.reported_rounds
+
+    paths = sample_data.fetch_mni152()
+    pair = sample_data.make_pet_like_pair(paths["gm"], paths["wm"], voxel_size_mm=plan["voxel_size_mm"])
+    truth: Truth = truth_from_image(pair.displacement, pair.fixed, "sample pair's known deformation")
+    mask = head_mask(pair.fixed)
+    voxels = int(np.prod(pair.fixed.GetSize()))
+    itk_images = (_to_itk(pair.fixed), _to_itk(pair.moving))
+    fast, fast_description = fast_settings()
+    configurations = {
+        "reported": (lambda: run_project(reported_settings(), pair), plan["reported_rounds"]),
+        "fast": (lambda: run_project(fast, pair), plan["rounds"]),
+    }
+    for name, (mesh, percentage) in RECOMMENDED.items():
+        settings = recommended_settings(mesh, percentage)
+        configurations[name] = (lambda settings=settings: run_project(settings, pair), plan["rounds"])
+    grids = {}
+    for mesh in [(2, 2, 2)] + [mesh for mesh, _ in RECOMMENDED.values()]:
+        grids[mesh] = grid_spacing_of_mesh(pair.fixed, mesh)
+        parameters = elastix_parameters(grids[mesh], voxels)
+        configurations[f"elastix-mesh{mesh[0]}"] = (
+            lambda parameters=parameters: run_elastix(parameters, pair, itk_images), plan["rounds"])
+    print(f"pair: {pair.description}; {voxels} voxels; head mask {int(mask.sum())} voxels; "
+          f"rounds {plan['rounds']} (reported set-up {plan['reported_rounds']}); SimpleITK "
+          f"{sitk.Version_VersionString()}, itk-elastix threads: default")
+    print(f"fast: {fast_description}")
+    print("elastix control-point spacing: " + ", ".join(f"mesh {list(m)} = {mm:.1f} mm" for m, mm in grids.items()))
+
+    outcomes: dict[str, list[Outcome]] = {name: [] for name in configurations}
+    names = list(configurations)
+    for round_index in range(max(rounds for _, rounds in configurations.values())):
+        order = names[round_index % len(names):] + names[:round_index % len(names)]
+        for name in order:
+            function, rounds = configurations[name]
+            if round_index < rounds:
+                outcomes[name].append(function())
+                last = outcomes[name][-1]
+                print(f"  round {round_index + 1} {name}: {last.wall_s:.2f} s wall, {last.cpu_s:.2f} s CPU",
+                      flush=True)
+
+    figures = {}
+    for name, runs in outcomes.items():
+        if not runs:
+            continue
+        image_error = error_of_voxel_field(truth, runs[0].field_voxels)
+        head_error = error_of_voxel_field(truth, runs[0].field_voxels, mask)
+        figures[name] = {
+            "rounds": len(runs), "wall_s": min(r.wall_s for r in runs), "cpu_s": min(r.cpu_s for r in runs),
+            "error_image": image_error.recovered.__dict__, "error_head": head_error.recovered.__dict__,
+            "identity_image": image_error.identity.__dict__, "identity_head": head_error.identity.__dict__,
+            "repeatable_bitwise": None if len(runs) < 2 else all(
+                np.array_equal(r.parameters, runs[0].parameters) for r in runs[1:]),
+            "max_field_difference_between_rounds_voxels": None if len(runs) < 2 else max(
+                float(np.linalg.norm(r.field_voxels - runs[0].field_voxels, axis=-1).max()) for r in runs[1:]),
+        }
+    identity = next(iter(figures.values()))
+    print(f"\ndoing nothing: mean error {identity['identity_image']['mean_voxels']:.3f} voxels over the image, "
+          f"{identity['identity_head']['mean_voxels']:.3f} inside the head")
+    print(f"{'configuration':<14}{'wall s':>9}{'CPU s':>9}{'image mean':>12}{'p95':>8}{'max':>8}{'head mean':>11}"
+          f"{'p95':>8}{'max':>8}  repeatable")
+    for name, f in figures.items():
+        print(f"{name:<14}{f['wall_s']:>9.2f}{f['cpu_s']:>9.2f}{f['error_image']['mean_voxels']:>12.3f}"
+              f"{f['error_image']['p95_voxels']:>8.3f}{f['error_image']['max_voxels']:>8.3f}"
+              f"{f['error_head']['mean_voxels']:>11.3f}{f['error_head']['p95_voxels']:>8.3f}"
+              f"{f['error_head']['max_voxels']:>8.3f}  {f['repeatable_bitwise']}"
+              + ("" if f["max_field_difference_between_rounds_voxels"] is None
+                 else f" (max field difference {f['max_field_difference_between_rounds_voxels']:.2g} voxels)"))
+    verdicts = goal(figures)
+    for line in verdicts["lines"]:
+        print(line)
+    if arguments.json is not None:
+        arguments.json.write_text(json.dumps({"plan": plan, "fast": fast_description, "figures": figures,
+                                              "goal": verdicts}, indent=1, default=float))
+    return 0
+
+
+def goal(figures: dict) -> dict:
+    """Is a recommended configuration at least as accurate as elastix on its grid (image and head) in no more
+    wall time, and in no more CPU time?"""
+    lines, met, met_cpu = [], False, False
+    pairs = [("fast", "elastix-mesh2")] + [(name, f"elastix-mesh{mesh[0]}") for name, (mesh, _) in RECOMMENDED.items()]
+    for name, peer in pairs:
+        if name not in figures or peer not in figures:
+            continue
+        f, p = figures[name], figures[peer]
+        accurate = (f["error_image"]["mean_voxels"] <= p["error_image"]["mean_voxels"]
+                    and f["error_head"]["mean_voxels"] <= p["error_head"]["mean_voxels"])
+        met = met or (accurate and f["wall_s"] <= p["wall_s"])
+        met_cpu = met_cpu or (accurate and f["cpu_s"] <= p["cpu_s"])
+        lines.append(
+            f"{name} vs {peer}: error image {f['error_image']['mean_voxels']:.3f} vs "
+            f"{p['error_image']['mean_voxels']:.3f}, head {f['error_head']['mean_voxels']:.3f} vs "
+            f"{p['error_head']['mean_voxels']:.3f} voxels ({'at least as accurate' if accurate else 'less accurate'}); "
+            f"wall {f['wall_s']:.2f} vs {p['wall_s']:.2f} s (ratio {f['wall_s'] / p['wall_s']:.2f}), CPU "
+            f"{f['cpu_s']:.2f} vs {p['cpu_s']:.2f} s (ratio {f['cpu_s'] / p['cpu_s']:.2f})")
+    lines.append(f"GOAL (a recommended configuration at least as accurate as elastix on the same grid in no more "
+                 f"time): wall time {'MET' if met else 'NOT MET'}; CPU time {'MET' if met_cpu else 'NOT MET'}")
+    return {"met_wall": met, "met_cpu": met_cpu, "lines": lines}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
