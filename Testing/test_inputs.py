@@ -1,6 +1,9 @@
 """Bad settings and bad images get an error that names the problem."""
 
+import contextlib
+import io
 import shutil
+import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -150,6 +153,29 @@ class FileIntegrityTest(unittest.TestCase):
                     self.assertEqual(len(message.splitlines()), 1)
                     self.assertEqual(damaged.read_bytes(), before)
 
+    def test_command_line_and_study_inputs_refuse_a_truncated_file(self):
+        """spacingreg register: exit status 2 and one line for each layout cut short; a study given a cut file
+        creates no folder."""
+        from SpacingRegistrationLib import cli
+        from SpacingRegistrationLib.study_runner import run_study
+        from testdata import SMALL_STUDY
+
+        for name, (path, data) in self.files.items():
+            with self.subTest(name), tempfile.TemporaryDirectory() as scratch:
+                copy = Path(shutil.copytree(self.folder, Path(scratch) / "copy"))
+                (copy / data.name).write_bytes((copy / data.name).read_bytes()[:-1])
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    status = cli.main(["register", "--fixed", str(copy / path.name), "--moving",
+                                       str(copy / path.name), "--quiet"])
+                self.assertEqual(status, 2)
+                self.assertEqual(len(err.getvalue().strip().splitlines()), 1, err.getvalue())
+                self.assertIn(f"fixed image file {copy / path.name} is truncated", err.getvalue())
+                with self.assertRaisesRegex(InputImageError, "moving image file .* is truncated"):
+                    run_study(SMALL_STUDY, self.files["nii"][0], copy / path.name, Path(scratch) / "study",
+                              executor="sequential")
+                self.assertFalse((Path(scratch) / "study").exists())
+
     def test_the_count_of_missing_bytes_is_given(self):
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "short.nii"
@@ -200,7 +226,10 @@ class HeaderOdditiesTest(unittest.TestCase):
                 "NaN direction": (nrrd_with_header(folder / "nan.nrrd", "(nan,0,0) (0,1,0) (0,0,1)"), "non-finite"),
                 "inf origin": (nrrd_with_header(folder / "inf.nrrd", "(1,0,0) (0,1,0) (0,0,1)", "(inf,0,0)"), "non-finite"),
                 "sheared": (nrrd_with_header(folder / "skew.nrrd", "(1,0,0) (1,1,0) (0,0,1)"), "not orthonormal"),
+                "unsupported pixel type": (folder / "block.nrrd", "unsupported NRRD pixel type 'block'"),
             }
+            (folder / "block.nrrd").write_bytes(b"NRRD0004\ntype: block\nblock size: 3\ndimension: 3\n"
+                                                b"sizes: 2 2 2\nencoding: raw\n\n" + bytes(24))
             for label, (path, expected) in cases.items():
                 with self.subTest(label), self.assertRaises(InputImageError) as caught:
                     read_image(path, "fixed image")
@@ -263,6 +292,32 @@ class MixedInputsTest(unittest.TestCase):
         result = registration.run(fixed, labels, settings)
         self.assertFalse(result.cancelled)
         self.assertTrue(result.moved or any("never moved" in w for w in result.warnings), result.warnings)
+
+
+    def test_the_module_logic_registers_an_int16_volume_against_a_float32_one(self):
+        """The same through SpacingRegistrationLogic.register on volume nodes of a real MRML scene; the input
+        nodes are unchanged."""
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SpacingRegistration"))
+        import SpacingRegistration
+        from SpacingRegistrationLib import mrml_bridge
+
+        scene = mrml_bridge.createScene()
+        logic = SpacingRegistration.SpacingRegistrationLogic(scene=scene)
+        fixed_image = sitk.Cast(blob((20, 18, 16)) * 1000, sitk.sitkInt16)
+        fixed_image.SetSpacing((1.0, 1.2, 1.5))
+        moving_image = blob((14, 16, 12))
+        moving_image.SetSpacing((1.4, 1.3, 2.0))
+        fixed = mrml_bridge.volumeNodeFromImage(scene, fixed_image, "fixed")
+        moving = mrml_bridge.volumeNodeFromImage(scene, moving_image, "moving")
+        before = [mrml_bridge.imageFromVolumeNode(n) for n in (fixed, moving)]
+        settings = RegistrationSettings(scales_estimator="none").replace(lbfgs2={"number_of_iterations": 3})
+        result = logic.register(fixed, moving, settings)
+        self.assertTrue(result.moved)
+        self.assertIsNotNone(logic.lastTransformNode)
+        for node, image in zip((fixed, moving), before):
+            after = mrml_bridge.imageFromVolumeNode(node)
+            np.testing.assert_array_equal(sitk.GetArrayViewFromImage(after), sitk.GetArrayViewFromImage(image))
+            self.assertEqual(after.GetSpacing(), image.GetSpacing())
 
 
 if __name__ == "__main__":

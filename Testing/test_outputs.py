@@ -84,21 +84,32 @@ class OutputFolderTest(unittest.TestCase):
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn(expected, err)
 
-    def test_read_only_folder_as_a_non_root_user(self):
-        """The CLI run as uid 65534 (nobody) against a folder it may not write: refused before registering."""
+    def run_as_nobody(self, *command):
+        """``spacingreg`` run as uid/gid 65534 with no groups (tests run as root, for whom permissions do not stop
+        reads or writes)."""
         if os.geteuid() != 0 or shutil.which("setpriv") is None:
             self.skipTest("needs root and setpriv to run the command line as another user")
+        return subprocess.run(
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-m",
+             "SpacingRegistrationLib.cli", *map(str, command)],
+            capture_output=True, text=True, cwd="/", timeout=300,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "SpacingRegistration"), "HOME": "/tmp"})
+
+    def test_unreadable_input_as_a_non_root_user(self):
+        self.moving.chmod(0o600)
+        completed = self.run_as_nobody("register", "--fixed", self.fixed, "--moving", self.moving, *QUICK)
+        self.assert_refused(completed.returncode, completed.stderr,
+                            f"moving image file {self.moving} cannot be read: permission denied")
+
+    def test_read_only_folder_as_a_non_root_user(self):
+        """The CLI run as nobody against a folder it may not write: refused before registering."""
         out = self.folder / "results"
         out.mkdir(mode=0o755)
         for command in (["register", "--fixed", self.fixed, "--moving", self.moving, "--output", out, *QUICK],
                         ["study", "--fixed", self.fixed, "--moving", self.moving, "--output", out / "study",
                          "--executor", "sequential", "--spacings", 1, "--repeats", 1]):
             with self.subTest(command[0]):
-                completed = subprocess.run(
-                    ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-m",
-                     "SpacingRegistrationLib.cli", *map(str, command)],
-                    capture_output=True, text=True, cwd="/", timeout=300,
-                    env={**os.environ, "PYTHONPATH": str(ROOT / "SpacingRegistration"), "HOME": "/tmp"})
+                completed = self.run_as_nobody(*command)
                 self.assert_refused(completed.returncode, completed.stderr,
                                     "not writable" if command[0] == "register" else "cannot write the study")
                 self.assertIn(str(out), completed.stderr)
