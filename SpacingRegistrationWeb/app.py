@@ -1,10 +1,10 @@
 """SpacingRegistration web front end on trame-slicer.
 
 The browser gets slice and 3D views rendered by Slicer (slicer-core displayable managers, offscreen EGL, streamed
-by trame-rca) and a panel with the desktop module's settings. Every action calls the module logic
-(SpacingRegistrationLogic) and the library: this file only turns browser fields into parameter values and MRML
-nodes into browser state. Long work (registration, study) runs in the module's BackgroundJob worker thread; the
-asyncio loop polls it and creates the MRML outputs on the main thread, as the desktop panel's timer does.
+by trame-rca) and a panel with the desktop module's settings. The page only binds, as the desktop panel does, the
+library's workflow.Workflow: it starts registrations and studies as child-process jobs through the module's logic
+(SpacingRegistrationLib.logic.RegistrationLogic), owns the texts shown, and makes the MRML nodes when the asyncio
+loop polls it. The form's fields, labels and ranges come from the settings' metadata (parameters.py).
 """
 
 from __future__ import annotations
@@ -18,77 +18,33 @@ import pathlib
 import sys
 import tempfile
 import time
-import traceback
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # offscreen rendering, no display
 
-PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
-MODULE_DIRECTORY = PROJECT_ROOT / "SpacingRegistration"
-if str(MODULE_DIRECTORY) not in sys.path:
-    sys.path.insert(0, str(MODULE_DIRECTORY))
+from SpacingRegistrationLib import parameters, sample_data, svg  # noqa: E402
+from SpacingRegistrationLib.images import InputImageError, check_image_file  # noqa: E402
+from SpacingRegistrationLib.logic import RegistrationLogic  # noqa: E402
+from SpacingRegistrationLib.settings import SettingsError  # noqa: E402
+from SpacingRegistrationLib.workflow import POLL_SECONDS, Workflow  # noqa: E402
 
-from SpacingRegistration import (  # noqa: E402  (the module file imports headless)
-    SETTING_PARAMETERS,
-    STUDY_MODE_PARAMETERS,
-    BackgroundJob,
-    SpacingRegistrationLogic,
-    computeStudyInWorker,
-    expectedIterations,
-    parameterValuesFromSettings,
-    settingsFromParameterValues,
-    studySpecFromParameterValues,
-)
-from SpacingRegistrationLib import sample_data, svg  # noqa: E402
-from SpacingRegistrationLib.diagnostics import STOP_REASON_TEXT  # noqa: E402
-from SpacingRegistrationLib.settings import SCALES_ESTIMATORS, RegistrationSettings, SettingsError  # noqa: E402
+from SpacingRegistrationWeb import safety  # noqa: E402
 
 log = logging.getLogger("SpacingRegistrationWeb")
 
-#: Seconds between two polls of a running job by the server's event loop.
-POLL_SECONDS = 0.2
-#: Panel fields -> parameter names of the desktop panel (SpacingRegistration.SETTING_PARAMETERS).
-FIELD_PARAMETERS = {
-    "mesh_x": "meshSizeX", "mesh_y": "meshSizeY", "mesh_z": "meshSizeZ",
-    "sampling_percentage": "samplingPercentage", "sampling_seed": "samplingSeed",
-    "scales_estimator": "scalesEstimator", "reproducible": "reproducible", "normalised_units": "normalisedUnits",
-    "spacing_override": "spacingOverride",
-}
-#: Iteration limit parameter of each optimizer (the "iterations" field sets the chosen optimizer's).
-ITERATION_PARAMETERS = {"lbfgs2": "lbfgs2NumberOfIterations", "lbfgsb": "lbfgsbNumberOfIterations",
-                        "gradient_descent": "gradientDescentNumberOfIterations"}
-INTEGER_FIELDS = ("mesh_x", "mesh_y", "mesh_z", "sampling_seed", "iterations")
-FLOAT_FIELDS = ("sampling_percentage", "spacing_override")
-STUDY_MODES = tuple(STUDY_MODE_PARAMETERS.values())
+#: Panel parameters shown as form fields (the others through the advanced JSON field).
+FORM_PARAMETERS = ("meshSizeX", "meshSizeY", "meshSizeZ", "samplingPercentage", "samplingSeed", "scalesEstimator",
+                   "lbfgs2NumberOfIterations", "spacingOverride", "reproducible", "normalisedUnits")
+FORM_FIELDS = {f.name: f for f in parameters.parameter_fields() if f.name in FORM_PARAMETERS}
+STUDY_MODES = tuple(parameters.STUDY_MODE_PARAMETERS.values())
 SAMPLE_VOXEL_MM = 4.0
 
 
-def _number(field: str, value, kind):
-    if isinstance(value, bool):
-        raise SettingsError(f"{field} must be a number, got {value!r}")
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise SettingsError(f"{field} must be a number, got {value!r}") from None
-    if kind is int:
-        if number != int(number):
-            raise SettingsError(f"{field} must be an integer, got {value!r}")
-        return int(number)
-    return number
-
-
 def parameterValuesFromFields(fields: dict) -> dict:
-    """Desktop-panel parameter values from the browser fields (plus the 'advanced' JSON object of parameters).
+    """Panel parameter values from the form fields (plus the 'advanced_json' object of parameters).
 
     Raises SettingsError with a message for the browser when a field does not parse.
     """
-    values = {}
-    for field, name in FIELD_PARAMETERS.items():
-        value = fields[field]
-        if field in INTEGER_FIELDS:
-            value = _number(field, value, int)
-        elif field in FLOAT_FIELDS:
-            value = _number(field, value, float)
-        values[name] = value
+    values = {name: parameters.parse_parameter_value(field, fields[name]) for name, field in FORM_FIELDS.items()}
     advanced = str(fields.get("advanced_json") or "").strip()
     if advanced:
         try:
@@ -97,13 +53,10 @@ def parameterValuesFromFields(fields: dict) -> dict:
             raise SettingsError(f"advanced settings are not valid JSON: {error}") from None
         if not isinstance(extra, dict):
             raise SettingsError("advanced settings must be a JSON object of parameter names and values")
-        unknown = sorted(set(extra) - set(SETTING_PARAMETERS))
+        unknown = sorted(set(extra) - set(parameters.SETTING_PARAMETERS))
         if unknown:
-            raise SettingsError(f"unknown advanced parameters {unknown}; known: {sorted(SETTING_PARAMETERS)}")
+            raise SettingsError(f"unknown advanced parameters {unknown}; known: {sorted(parameters.SETTING_PARAMETERS)}")
         values.update(extra)
-    optimizer = values.get("optimizer", RegistrationSettings().optimizer)
-    if optimizer in ITERATION_PARAMETERS and ITERATION_PARAMETERS[optimizer] not in (extra if advanced else {}):
-        values[ITERATION_PARAMETERS[optimizer]] = _number("iterations", fields["iterations"], int)
     return values
 
 
@@ -142,7 +95,10 @@ def samplePairPaths(cacheDir) -> list[pathlib.Path]:
 
 
 class SpacingRegistrationWebApp:
-    """The trame application: a trame-slicer SlicerApp (scene, views) driven by SpacingRegistrationLogic."""
+    """The trame application: a trame-slicer SlicerApp (scene, views) bound to a workflow.Workflow."""
+
+    #: Largest upload request (all files together); main() sets it from --max-upload-mb.
+    maxUploadBytes = safety.DEFAULT_MAX_UPLOAD_BYTES
 
     def __init__(self, server=None, outputDir=None, cacheDir=None, volumePaths=(), loadSample=True):
         from trame.app import get_server
@@ -164,11 +120,9 @@ class SpacingRegistrationWebApp:
         self.layoutManager.register_layout_dict(LayoutManager.default_grid_configuration())
         self.layoutManager.set_layout("Axial Primary")
         self.scene = self.slicerApp.scene
-        self.logic = SpacingRegistrationLogic(scene=self.scene)
-
-        self._job = None
-        self._studyJob = None
-        self._jobInputs = None
+        self.logic = RegistrationLogic(scene=self.scene)
+        self.workflow = Workflow(self.logic, jobsFolder=self.outputDir / "jobs")
+        self._shownStudy = None
         self._studyCount = 0
         self._initialState(loadSample)
         self._buildUi()
@@ -180,17 +134,15 @@ class SpacingRegistrationWebApp:
     # --- state ----------------------------------------------------------------------------------------------------
 
     def _initialState(self, loadSample):
-        defaults = parameterValuesFromSettings(RegistrationSettings())
+        defaults = parameters.parameter_values_from_settings(parameters.RegistrationSettings())
         s = self.state
         s.volumes = []
         s.fixed_id = None
         s.moving_id = None
         s.paths_text = ""
         s.upload_files = None
-        for field, name in FIELD_PARAMETERS.items():
-            s[field] = defaults[name]
-        s.iterations = defaults["lbfgs2NumberOfIterations"]
-        s.scales_estimators = list(SCALES_ESTIMATORS)
+        for name in FORM_FIELDS:
+            s[name] = defaults[name]
         s.advanced_json = ""
         s.study_spacings = "1 4 10"
         s.study_repeats = 2
@@ -200,7 +152,7 @@ class SpacingRegistrationWebApp:
         s.study_busy = False
         s.progress = 0
         s.study_progress = 0
-        s.status = "Loading the sample pair..." if loadSample else "Load volumes to start."
+        self.workflow.status = s.status = "Loading the sample pair..." if loadSample else "Load volumes to start."
         s.study_status = ""
         s.error_message = ""
         s.grid_summary = ""
@@ -216,25 +168,54 @@ class SpacingRegistrationWebApp:
         s.study_statements = ""
 
     def _fail(self, message: str, error: BaseException | None = None):
-        if error is not None and not isinstance(error, (SettingsError, ValueError)):
-            log.error("%s\n%s", message, traceback.format_exc())
-        self.state.error_message = message
+        self.workflow.fail(message, error)
+        self._sync()
         self.state.flush()
 
     def _nodeById(self, nodeId):
         return self.scene.GetNodeByID(nodeId) if nodeId else None
 
-    def _inputs(self):
-        fixed, moving = self._nodeById(self.state.fixed_id), self._nodeById(self.state.moving_id)
-        if fixed is None:
-            raise ValueError("Choose a fixed volume.")
-        if moving is None:
-            raise ValueError("Choose a moving volume.")
-        return fixed, moving
+    def _settings(self):
+        values = parameterValuesFromFields({k: self.state[k] for k in (*FORM_FIELDS, "advanced_json")})
+        return parameters.settings_from_parameter_values(values)
 
-    def _settingsAndValues(self):
-        values = parameterValuesFromFields({k: self.state[k] for k in (*FIELD_PARAMETERS, "iterations", "advanced_json")})
-        return settingsFromParameterValues(values), values
+    def _sync(self):
+        """Copy the workflow's state to the browser state (the only place the page shows work)."""
+        w, s = self.workflow, self.state
+        with s:
+            s.busy, s.study_busy = w.registrationRunning, w.studyRunning
+            s.progress = -1 if w.progress is None else 100.0 * w.progress
+            s.study_progress = 100.0 * w.studyProgress
+            s.status, s.study_status = w.status, w.studyStatus
+            s.grid_summary, s.grid_warnings = w.gridSummary, w.gridWarnings
+            s.error_message = w.error
+            s.diagnosis = [{"name": n, "value": v} for n, v in w.diagnosis]
+            s.warnings_text = w.warningsText if w.diagnosis or w.study else ""
+            if w.study is not None and w.study is not self._shownStudy:
+                self._shownStudy = w.study
+                self._showStudy(w.study)
+
+    def _showStudy(self, study):
+        nodes = study["nodes"]
+        self.state.study_group_headers, self.state.study_groups = tableItems(nodes["groups"])
+        self.state.study_run_headers, self.state.study_runs = tableItems(nodes["runs"])
+        self.state.plots = [chartSvg(chart) for chart in nodes["charts"]]
+        relative = pathlib.Path(study["reportPaths"]["html"]).resolve().relative_to(self.outputDir)
+        self.state.report_url = f"results/{relative.as_posix()}"
+        self.state.study_statements = "\n".join(f"- {s['text']}" for s in study["analysis"].statements)
+
+    async def _pollJobs(self):
+        """The asyncio side of the workflow: poll while a job runs (the desktop panel's QTimer)."""
+        while self.workflow.registrationRunning or self.workflow.studyRunning:
+            await asyncio.sleep(POLL_SECONDS)
+            if self.workflow.poll():
+                self._sync()
+        self._sync()
+
+    def _startPolling(self):
+        self._sync()
+        if self.workflow.registrationRunning or self.workflow.studyRunning:
+            asyncio.get_event_loop().create_task(self._pollJobs())
 
     # --- volumes --------------------------------------------------------------------------------------------------
 
@@ -254,6 +235,11 @@ class SpacingRegistrationWebApp:
             if not pathlib.Path(path).is_file():
                 failures.append(f"{path}: no such file")
                 continue
+            try:  # Slicer's readers take a file cut short for whole: check every voxel is there first
+                check_image_file(path, "volume")
+            except InputImageError as error:
+                failures.append(str(error))
+                continue
             name = self.scene.GenerateUniqueName(pathlib.Path(path).name.split(".")[0] or "volume")
             node = self.slicerApp.volumes_logic.AddArchetypeVolume(path, name)
             if node is None or node.GetImageData() is None or not node.IsA("vtkMRMLScalarVolumeNode"):
@@ -270,11 +256,12 @@ class SpacingRegistrationWebApp:
             elif self.state.fixed_id is None:
                 self.state.fixed_id = loaded[0].GetID()
             self._showFixed()
-            self.state.status = f"Loaded {', '.join(n.GetName() for n in loaded)}."
+            self.workflow.status = f"Loaded {', '.join(n.GetName() for n in loaded)}."
         if failures:
-            self.state.error_message = "Could not load: " + "; ".join(failures)
+            self.workflow.fail("Could not load: " + "; ".join(failures))
         elif loaded:
-            self.state.error_message = ""
+            self.workflow.clearError()
+        self._sync()
         self.state.flush()
         return loaded
 
@@ -287,12 +274,13 @@ class SpacingRegistrationWebApp:
             display.reset_views()
 
     async def loadSample(self):
-        self.state.status = "Preparing the sample pair (MNI152-derived PET-like pair at 4 mm)..."
+        self.workflow.status = "Preparing the sample pair (MNI152-derived PET-like pair at 4 mm)..."
+        self._sync()
         self.state.flush()
         try:
             paths = await asyncio.to_thread(samplePairPaths, self.cacheDir)
         except Exception as error:  # noqa: BLE001 - shown in the browser
-            self._fail(f"The sample pair could not be prepared: {error}", error)
+            self._fail("The sample pair could not be prepared", error)
             return
         self.loadPaths(paths)
 
@@ -305,15 +293,13 @@ class SpacingRegistrationWebApp:
         self.loadPaths(paths)
 
     def onUpload(self, files):
-        from trame_slicer.utils import write_client_files_to_dir
-
         if not files:
             return
         folder = pathlib.Path(tempfile.mkdtemp(prefix="upload-", dir=self.outputDir))
-        try:
-            paths = sorted(write_client_files_to_dir(files, folder))
-        except Exception as error:  # noqa: BLE001
-            self._fail(f"The upload failed: {error}", error)
+        try:  # size limit, plain names, nothing written outside the folder (safety.py)
+            paths = sorted(safety.save_uploads(files, folder, self.maxUploadBytes))
+        except Exception as error:  # noqa: BLE001 - UploadError or a malformed request: shown, not a crash
+            self._fail("The upload failed", error)
             return
         self.loadPaths(paths)
 
@@ -325,159 +311,53 @@ class SpacingRegistrationWebApp:
 
     def onShowGrid(self):
         try:
-            settings, _values = self._settingsAndValues()
-            fixed = self._nodeById(self.state.fixed_id)
-            if fixed is None:
-                raise ValueError("Choose a fixed volume: the grid is drawn over it.")
-            _nodes, geometry = self.logic.showControlGrid(fixed, settings=settings)
-        except Exception as error:  # noqa: BLE001 - shown in the browser
-            self._fail(f"Cannot show the grid: {error}", error)
-            return
-        self._showGridSummary(geometry)
-        self.state.error_message = ""
-        self.state.status = "Grid shown."
-        self.state.flush()
+            settings = self._settings()
+        except SettingsError as error:
+            self.workflow.fail("Cannot show the grid", error)
+        else:
+            self.workflow.showGrid(self._nodeById(self.state.fixed_id), settings)
+        self._sync()
 
     def onHideGrid(self):
-        count = self.logic.hideControlGrid(scene=self.scene)
-        self.state.grid_summary = ""
-        self.state.grid_warnings = ""
-        self.state.status = f"Grid hidden ({count} models removed)."
+        self.workflow.hideGrid(scene=self.scene)
+        self._sync()
 
-    def _showGridSummary(self, geometry):
-        self.state.grid_summary = (
-            f"{geometry.inside_count} control points inside the image, {geometry.outside_count} outside "
-            f"({list(geometry.points_per_axis)} per axis); image inside the transform domain: {geometry.coverage:.0%}")
-        self.state.grid_warnings = "\n".join(geometry.warnings)
-
-    # --- registration ---------------------------------------------------------------------------------------------
+    # --- registration and study -----------------------------------------------------------------------------------
 
     def onRegister(self):
-        if self._job is not None:
-            self._job.cancel()
-            self.state.status = "Cancelling..."
-            return
-        try:
-            settings, _values = self._settingsAndValues()
-            fixed, moving = self._inputs()
-            fixedImage, movingImage = self.logic.imagesFromVolumeNodes(fixed, moving)
-        except Exception as error:  # noqa: BLE001
-            self._fail(f"Cannot start the registration: {error}", error)
-            return
-        self.state.error_message = ""
-        self._jobInputs = (fixed, moving)
-        self._expected = expectedIterations(settings)
-        self._job = BackgroundJob(SpacingRegistrationLogic.computeRegistration, fixedImage, movingImage,
-                                  settings).start()
-        self.state.busy = True
-        self.state.progress = 0
-        self.state.status = "Initialising..."
-        asyncio.get_event_loop().create_task(self._pollRegistration())
-
-    async def _pollRegistration(self):
-        job = self._job
-        while not job.done:
-            await asyncio.sleep(POLL_SECONDS)
-            record = job.lastProgress
-            if record is not None:
-                with self.state:
-                    self.state.progress = (100.0 * job.progressCount / max(self._expected, job.progressCount)
-                                           if self._expected else -1)
-                    self.state.status = (f"iteration {record.iteration} (libLBFGS run {record.lbfgs_run + 1}), "
-                                         f"metric {record.metric:.6g}, step {record.step_max_voxels:.3g} voxels")
-        self._job = None
-        fixed, moving = self._jobInputs
-        with self.state:
-            self.state.busy = False
-            self.state.progress = 100
-            if job.error is not None:
-                self.state.status = "Registration failed."
-                self.state.error_message = f"Registration failed: {job.error}"
-                log.error(job.errorTraceback)
-                return
+        if self.workflow.registrationRunning:
+            self.workflow.cancelRegistration()
+        else:
             try:
-                _transformNode, tableNode = self.logic.createOutputNodes(job.result, fixedVolumeNode=fixed,
-                                                                         movingVolumeNode=moving)
-            except Exception as error:  # noqa: BLE001
-                self._fail(f"Failed to create the output nodes: {error}", error)
-                return
-            result = job.result
-            self.state.diagnosis = [{"name": n, "value": v} for n, v in self.logic.diagnosisFromTableNode(tableNode)]
-            warnings = self.logic.warningsFromTableNode(tableNode)
-            self.state.warnings_text = "\n".join(f"- {w}" for w in warnings) or "No warnings."
-            self._showGridSummary(result.grid)
-            self.state.status = ("Cancelled: partial result." if result.cancelled else
-                                 f"Finished: {STOP_REASON_TEXT.get(result.stop_reason, result.stop_reason)}.")
-
-    # --- study ----------------------------------------------------------------------------------------------------
+                settings = self._settings()
+            except SettingsError as error:
+                self.workflow.fail("Cannot start the registration", error)
+            else:
+                self.workflow.startRegistration(self._nodeById(self.state.fixed_id),
+                                                self._nodeById(self.state.moving_id), settings)
+        self._startPolling()
 
     def onRunStudy(self):
-        if self._studyJob is not None:
-            self._studyJob.cancel()
-            self.state.study_status = "Cancelling (finished runs are kept)..."
+        if self.workflow.studyRunning:
+            self.workflow.cancelStudy()
+            self._sync()
             return
         try:
-            settings, values = self._settingsAndValues()
             modes = list(self.state.study_modes or [])
             if not modes:
-                raise ValueError("Choose at least one study mode.")
-            values.update({"studySpacings": str(self.state.study_spacings),
-                           "studyRepeats": _number("repeats", self.state.study_repeats, int)})
-            values.update({name: mode in modes for name, mode in STUDY_MODE_PARAMETERS.items()})
-            spec = studySpecFromParameterValues(values, settings)
-            if spec.repeats < 1:
-                raise ValueError("repeats must be at least 1")
-            fixed, moving = self._inputs()
-            fixedImage, movingImage = self.logic.imagesFromVolumeNodes(fixed, moving)
-        except Exception as error:  # noqa: BLE001
-            self._fail(f"Cannot start the study: {error}", error)
-            return
-        self._studyCount += 1
-        folder = self.outputDir / f"study-{time.strftime('%Y%m%d-%H%M%S')}-{self._studyCount}"
-        self._studyTotal = len(spec.runs())
-        self._studyFolder = folder
-        self.state.error_message = ""
-        self.state.study_busy = True
-        self.state.study_progress = 0
-        self.state.study_status = f"Starting the study ({self._studyTotal} runs) in {folder}..."
-        self._studyJob = BackgroundJob(computeStudyInWorker, fixedImage, movingImage, spec, str(folder)).start()
-        asyncio.get_event_loop().create_task(self._pollStudy())
-
-    async def _pollStudy(self):
-        job = self._studyJob
-        while not job.done:
-            await asyncio.sleep(POLL_SECONDS)
-            if job.lastProgress is not None:
-                done, total, row = job.lastProgress
-                with self.state:
-                    self.state.study_progress = 100.0 * done / max(1, total)
-                    self.state.study_status = f"{done}/{total} runs ({row['run_id']})"
-        self._studyJob = None
-        with self.state:
-            self.state.study_busy = False
-            if job.error is not None:
-                self.state.study_status = "Study failed."
-                self.state.error_message = f"Study failed: {job.error}"
-                log.error(job.errorTraceback)
-                return
-            outcome, analysis, reportPaths = job.result
-            if analysis is None:
-                self.state.study_status = "No run finished." + (" (cancelled)" if outcome.cancelled else "")
-                return
-            try:
-                nodes = self.logic.createStudyNodes(outcome.store, analysis, reportPaths, scene=self.scene)
-                self.state.study_group_headers, self.state.study_groups = tableItems(nodes["groups"])
-                self.state.study_run_headers, self.state.study_runs = tableItems(nodes["runs"])
-                self.state.plots = [chartSvg(chart) for chart in nodes["charts"]]
-            except Exception as error:  # noqa: BLE001
-                self._fail(f"Failed to show the study: {error}", error)
-                return
-            relative = pathlib.Path(reportPaths["html"]).resolve().relative_to(self.outputDir)
-            self.state.report_url = f"results/{relative.as_posix()}"
-            self.state.study_statements = "\n".join(f"- {s['text']}" for s in analysis.statements)
-            self.state.study_progress = 100
-            self.state.study_status = (f"{len(outcome.store.rows)} runs; report: {reportPaths['html']}"
-                                       + (" (cancelled: finished runs kept)" if outcome.cancelled else ""))
+                raise SettingsError("choose at least one study mode")
+            values = parameterValuesFromFields({k: self.state[k] for k in (*FORM_FIELDS, "advanced_json")})
+            values.update({"studySpacings": str(self.state.study_spacings), "studyRepeats": self.state.study_repeats})
+            values.update({name: mode in modes for name, mode in parameters.STUDY_MODE_PARAMETERS.items()})
+            spec = parameters.study_spec_from_parameter_values(values)
+        except (SettingsError, ValueError, TypeError) as error:
+            self.workflow.fail("Cannot start the study", error)
+        else:
+            self._studyCount += 1
+            folder = self.outputDir / f"study-{time.strftime('%Y%m%d-%H%M%S')}-{self._studyCount}"
+            self.workflow.startStudy(self._nodeById(self.state.fixed_id), self._nodeById(self.state.moving_id), spec,
+                                     folder)
+        self._startPolling()
 
     # --- UI -------------------------------------------------------------------------------------------------------
 
@@ -487,6 +367,7 @@ class SpacingRegistrationWebApp:
         from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 
         self.state.change("fixed_id")(self.onFixedChanged)
+        self.state.change("error_message")(lambda error_message=None, **_: error_message or self.workflow.clearError())
         with SinglePageWithDrawerLayout(self.server, full_height=True) as layout:
             self.ui = layout
             client.Style("html { overflow-y: auto; }"
@@ -530,27 +411,9 @@ class SpacingRegistrationWebApp:
     def _settingsPanel(self, v, html):
         with v.VExpansionPanel(title="Control grid and registration"):
             with v.VExpansionPanelText():
-                with html.Div(classes="d-flex ga-2"):
-                    for axis in "xyz":
-                        v.VTextField(label=f"mesh {axis}", v_model=(f"mesh_{axis}",), type="number",
-                                     density="compact", id=f"mesh-{axis}")
-                with html.Div(classes="d-flex ga-2"):
-                    v.VTextField(label="sampling %", v_model=("sampling_percentage",), type="number",
-                                 density="compact", id="sampling-percentage")
-                    v.VTextField(label="seed (-1: wall clock)", v_model=("sampling_seed",), type="number",
-                                 density="compact", id="sampling-seed")
-                with html.Div(classes="d-flex ga-2"):
-                    v.VSelect(label="scales estimator", v_model=("scales_estimator",), items=("scales_estimators",),
-                              density="compact", id="scales-estimator")
-                    v.VTextField(label="iterations", v_model=("iterations",), type="number", density="compact",
-                                 id="iterations")
-                v.VTextField(label="spacing override mm (0: off)", v_model=("spacing_override",), type="number",
-                             density="compact", id="spacing-override")
-                with html.Div(classes="d-flex ga-4"):
-                    v.VCheckbox(label="reproducible", v_model=("reproducible",), density="compact",
-                                id="reproducible", hide_details=True)
-                    v.VCheckbox(label="normalised units", v_model=("normalised_units",), density="compact",
-                                id="normalised-units", hide_details=True)
+                with html.Div(classes="d-flex flex-wrap column-gap-2"):
+                    for name, field in FORM_FIELDS.items():
+                        self._formField(v, field, name)
                 with html.Div(classes="d-flex flex-wrap ga-2 mt-2"):
                     v.VBtn("Show grid", click=self.onShowGrid, id="show-grid", size="small", color="primary")
                     v.VBtn("Hide grid", click=self.onHideGrid, id="hide-grid", size="small")
@@ -558,6 +421,20 @@ class SpacingRegistrationWebApp:
                            id="run-registration", size="small", color=("busy ? 'warning' : 'primary'",))
                 html.Div("{{ grid_summary }}", id="grid-summary", classes="text-caption mt-2")
                 html.Div("{{ grid_warnings }}", classes="text-caption text-warning sr-pre")
+
+    @staticmethod
+    def _formField(v, field, name):
+        """One form field from the settings' metadata (parameters.parameter_fields); its id is the parameter name."""
+        label = parameters.field_label(field)
+        if field.kind == "bool":
+            v.VCheckbox(label=label, v_model=(name,), density="compact", id=name, hide_details=True)
+        elif field.kind == "choice":
+            v.VSelect(label=label, v_model=(name,), items=(list(field.choices),), density="compact", id=name,
+                      style="min-width: 12rem")
+        else:
+            v.VTextField(label=label, v_model=(name,), type="number" if field.kind in ("int", "float") else "text",
+                         min=field.range[0] if field.range else None, max=field.range[1] if field.range else None,
+                         density="compact", id=name, style="min-width: 9rem")
 
     def _studyPanel(self, v, html):
         with v.VExpansionPanel(title="Study"):
@@ -581,7 +458,7 @@ class SpacingRegistrationWebApp:
                 v.VTextarea(label="advanced settings (JSON object of panel parameters)", v_model=("advanced_json",),
                             rows=3, density="compact", id="advanced-json",
                             placeholder='{"histogramBins": 32, "optimizer": "lbfgsb", "numberOfThreads": 1}')
-                html.Div("Parameter names: " + ", ".join(sorted(SETTING_PARAMETERS)), classes="text-caption")
+                html.Div("Parameter names: " + ", ".join(sorted(parameters.SETTING_PARAMETERS)), classes="text-caption")
 
     def _resultsArea(self, v, html):
         with html.Div(classes="pa-3", id="results"):
@@ -609,7 +486,13 @@ class SpacingRegistrationWebApp:
 def parseArguments(argv=None):
     parser = argparse.ArgumentParser(prog="python -m SpacingRegistrationWeb",
                                      description="Serve the SpacingRegistration web front end (trame-slicer).")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                                                       "only; another address needs --allow-remote)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="accept a --host other machines can reach, knowing the server has no login: anyone who "
+                             "reaches the port can upload files, load volumes by path and run registrations here")
+    parser.add_argument("--max-upload-mb", type=float, default=safety.DEFAULT_MAX_UPLOAD_BYTES / 1024 ** 2,
+                        help="largest upload request in MB (default %(default)g)")
     parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
     parser.add_argument("--output-dir", default=None, help="folder for studies and uploads (default: a new temp folder)")
     parser.add_argument("--cache-dir", default=None, help="cache of the sample data (default $SPACINGREG_CACHE or "
@@ -621,6 +504,14 @@ def parseArguments(argv=None):
 
 def main(argv=None):
     options = parseArguments(argv)
+    try:
+        warning = safety.check_host(options.host, options.port, options.allow_remote)
+    except safety.UnsafeHostError as error:
+        print(f"python -m SpacingRegistrationWeb: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if warning:
+        print(warning, file=sys.stderr)
+    SpacingRegistrationWebApp.maxUploadBytes = int(options.max_upload_mb * 1024 ** 2)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     app = SpacingRegistrationWebApp(outputDir=options.output_dir, cacheDir=options.cache_dir,

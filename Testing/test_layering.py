@@ -11,11 +11,15 @@ from pathlib import Path
 MODULE_DIRECTORY = Path(__file__).resolve().parents[1] / "SpacingRegistration"
 LIBRARY_DIRECTORY = MODULE_DIRECTORY / "SpacingRegistrationLib"
 #: Files of the library that may use slicer and vtk (but never qt/ctk).
-MRML_FILES = {"mrml_bridge.py", "rendering.py", "study_nodes.py"}
+MRML_FILES = {"mrml_bridge.py", "rendering.py", "study_nodes.py", "logic.py"}
 ENGINE_PACKAGES = {"SimpleITK", "numpy", "SpacingRegistrationLib"}
 #: Optional packages the engine may import inside the function that uses them (never at module level).
 OPTIONAL_LAZY_PACKAGES = {"dask", "distributed", "matplotlib"}
 QT_PACKAGES = {"qt", "ctk", "PythonQt"}
+#: What the Extension Index accepts at the module file's file scope (besides the standard library and its own library).
+CATALOG_PACKAGES = {"slicer", "vtk", "qt", "ctk", "SimpleITK", "numpy", "SpacingRegistrationLib"}
+#: Packages that importing the module must not load (imported where they are used).
+HEAVY_PACKAGES = ("dask", "distributed", "trame", "trame_slicer", "matplotlib", "selenium")
 #: Parts of Slicer that import qt themselves.
 QT_SLICER_MODULES = {"slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n"}
 
@@ -90,6 +94,27 @@ class LayeringTest(unittest.TestCase):
         for name, statement in qtImports:
             with self.subTest(line=statement.lineno, module=name):
                 self.assertTrue(isGuarded(tree, statement), f"import of {name} must sit in try/except ImportError")
+
+    def test_module_file_imports_at_file_scope_only_what_the_catalog_allows(self):
+        tree = ast.parse((MODULE_DIRECTORY / "SpacingRegistration.py").read_text(encoding="utf-8"))
+        allowed = set(sys.stdlib_module_names) | CATALOG_PACKAGES
+        found = [(name, statement) for name, statement, depth in imports(tree) if depth == 0]
+        self.assertGreater(len(found), 5)
+        for name, statement in found:
+            with self.subTest(line=statement.lineno, module=name):
+                self.assertIn(topLevel(name), allowed)
+
+    def test_importing_the_module_loads_no_heavy_package(self):
+        """What the file scope pulls in through the library, in a fresh interpreter."""
+        import subprocess
+
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); import SpacingRegistration; "
+                "print(sorted({m.split('.')[0] for m in sys.modules}))")
+        output = subprocess.run([sys.executable, "-c", code, str(MODULE_DIRECTORY)], capture_output=True, text=True,
+                                check=True, timeout=120).stdout
+        loaded = set(ast.literal_eval(output.strip().splitlines()[-1]))
+        self.assertIn("SpacingRegistrationLib", loaded)
+        self.assertEqual(sorted(loaded & set(HEAVY_PACKAGES)), [])
 
     def test_module_file_imports_without_qt(self):
         """The module file (and its Logic and Test classes) import in a Python without qt."""

@@ -1,5 +1,5 @@
 """The scripted module imports headless, and its SpacingRegistrationTest runs under pytest and under the unittest
-loader that Slicer's ctest uses (slicer_add_python_unittest)."""
+loader that Slicer's ctest uses (slicer_add_python_unittest). The logic's own tests are in test_logic.py."""
 
 import testdata  # noqa: F401  (puts SpacingRegistration/ on sys.path)
 
@@ -30,7 +30,7 @@ class UnittestLoaderTest(unittest.TestCase):
 
     def test_the_module_file_is_imported(self):
         self.assertEqual(Path(SpacingRegistration.__file__).resolve(), MODULE_DIRECTORY / "SpacingRegistration.py")
-        self.assertGreaterEqual(len(TEST_NAMES), 8)
+        self.assertGreaterEqual(len(TEST_NAMES), 1)
 
     def test_unittest_loader_runs_every_test_and_all_pass(self):
         suite = unittest.defaultTestLoader.loadTestsFromTestCase(SpacingRegistration.SpacingRegistrationTest)

@@ -1,7 +1,8 @@
 """The panel's .ui file, the parameter node and the module's CMakeLists agree with each other and with the code.
 
-The widget code and SpacingRegistrationParameterNode need qt, which a headless Python lacks: they are checked
-here statically (ast of the module source, XML of the .ui), against what parameterNodeWrapper's GUI connectors
+The widget code and SpacingRegistrationParameterNode need qt, which a headless Python lacks: the parameter node's
+fields are checked as the module builds them (parameters.parameter_fields, from the settings' metadata), the widget
+code statically (ast of the module source, XML of the .ui), against what parameterNodeWrapper's GUI connectors
 accept (Slicer's Base/Python/slicer/parameterNodeWrapper/guiConnectors.py).
 """
 
@@ -18,9 +19,8 @@ MODULE_DIRECTORY = Path(__file__).resolve().parents[1] / "SpacingRegistration"
 if str(MODULE_DIRECTORY) not in sys.path:
     sys.path.insert(0, str(MODULE_DIRECTORY))
 
-import SpacingRegistration  # noqa: E402
-
-from SpacingRegistrationLib.settings import RegistrationSettings  # noqa: E402
+from SpacingRegistrationLib import parameters  # noqa: E402
+from SpacingRegistrationLib.settings import RegistrationSettings, field_info, leaf_paths  # noqa: E402
 
 MODULE_FILE = MODULE_DIRECTORY / "SpacingRegistration.py"
 UI_FILE = MODULE_DIRECTORY / "Resources" / "UI" / "SpacingRegistration.ui"
@@ -40,39 +40,19 @@ WIDGETS_FOR_TYPE = {
 
 
 class Parameter:
-    """One annotated field of SpacingRegistrationParameterNode, read from the source."""
+    """One parameter of SpacingRegistrationParameterNode, as the module builds it (parameters.parameter_fields)."""
 
-    def __init__(self, statement: ast.AnnAssign):
-        self.name = statement.target.id
-        annotation = statement.annotation
-        self.withinRange = self.choice = None
-        if isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) == "Annotated":
-            base, *extras = annotation.slice.elts
-            for extra in extras:
-                function = ast.unparse(extra.func)
-                if function == "WithinRange":
-                    self.withinRange = tuple(ast.literal_eval(a) for a in extra.args)
-                elif function == "Choice":
-                    argument = extra.args[0]
-                    self.choice = tuple(getattr(SpacingRegistration, argument.id) if isinstance(argument, ast.Name)
-                                        else ast.literal_eval(argument))
-        else:
-            base = annotation
-        self.type = ast.unparse(base)
-        self.kind = ("choice" if self.choice is not None else "node" if self.type.startswith("vtkMRML")
-                     else "path" if self.type == "pathlib.Path" else self.type)
-        try:
-            self.default = ast.literal_eval(statement.value) if statement.value is not None else None
-        except ValueError:  # an expression (e.g. a path under the home folder)
-            self.default = None
+    def __init__(self, field):
+        self.name = field.name
+        self.kind = field.kind
+        self.withinRange = field.range
+        self.choice = field.choices
+        self.type = field.default if field.kind == "node" else field.kind
+        self.default = None if field.kind in ("node", "path") else field.default
 
 
 def parameterNodeFields() -> dict:
-    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
-    classes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "SpacingRegistrationParameterNode"]
-    assert len(classes) == 1, "SpacingRegistrationParameterNode must be defined once"
-    assert any(ast.unparse(d) == "parameterNodeWrapper" for d in classes[0].decorator_list)
-    return {p.name: p for p in (Parameter(s) for s in classes[0].body if isinstance(s, ast.AnnAssign))}
+    return {f.name: Parameter(f) for f in parameters.parameter_fields()}
 
 
 def uiWidgets() -> dict:
@@ -128,7 +108,29 @@ class ParameterNodeTest(unittest.TestCase):
                 cls.bound.setdefault(parameter, []).append(name)
 
     def test_fields_are_the_module_parameter_list(self):
-        self.assertEqual(list(self.fields), list(SpacingRegistration.PARAMETER_NAMES))
+        self.assertEqual(list(self.fields), list(parameters.PARAMETER_NAMES))
+
+    def test_module_builds_the_parameter_node_from_the_field_list(self):
+        tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+        calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        self.assertIn("parameters.parameter_fields", calls)
+        assignments = [n for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                       and any(ast.unparse(target) == "SpacingRegistrationParameterNode" for target in n.targets)]
+        self.assertEqual(len(assignments), 1)
+        self.assertEqual(ast.unparse(assignments[0].value.func), "parameterNodeWrapper")
+
+    def test_each_setting_is_declared_once_in_the_settings_metadata(self):
+        """Ranges, labels, None values and display kinds come from the dataclass fields' metadata."""
+        self.assertEqual(sorted(parameters.SETTING_PARAMETERS.values()), sorted(leaf_paths()))
+        for name, path in parameters.SETTING_PARAMETERS.items():
+            info = field_info(path)
+            with self.subTest(parameter=name):
+                self.assertTrue(info["label"])
+                self.assertIn(info["display"], ("number", "scientific", "choice", "check"))
+                self.assertEqual(self.fields[name].withinRange, info.get("range"))
+                if "none" in info:
+                    self.assertEqual(parameters.NONE_VALUES[name], info["none"])
+                    self.assertEqual(info["range"][0], info["none"])
 
     def test_every_slicer_parameter_name_is_a_field(self):
         self.assertEqual(sorted(set(self.bound) - set(self.fields)), [])
@@ -168,7 +170,7 @@ class ParameterNodeTest(unittest.TestCase):
                 self.assertEqual(tuple(items), tuple(field.choice), name)
 
     def test_setting_defaults_are_the_registration_settings_defaults(self):
-        expected = SpacingRegistration.parameterValuesFromSettings(RegistrationSettings())
+        expected = parameters.parameter_values_from_settings(RegistrationSettings())
         for name, value in expected.items():
             with self.subTest(parameter=name):
                 self.assertEqual(self.fields[name].default, value)
@@ -179,9 +181,9 @@ class ParameterNodeTest(unittest.TestCase):
 
         defaults = {name: field.default for name, field in self.fields.items()}
         spec = StudySpec()
-        self.assertEqual(SpacingRegistration.parseSpacings(defaults["studySpacings"]), spec.spacings)
+        self.assertEqual(parameters.parse_spacings(defaults["studySpacings"]), spec.spacings)
         self.assertEqual(defaults["studyRepeats"], spec.repeats)
-        self.assertEqual(SpacingRegistration.studyModesFromParameterValues(defaults), spec.modes)
+        self.assertEqual(parameters.study_modes_from_parameter_values(defaults), spec.modes)
 
     def test_ui_shows_the_defaults(self):
         for name, field in self.fields.items():
@@ -191,14 +193,14 @@ class ParameterNodeTest(unittest.TestCase):
                 self.assertEqual(uiDefault(self.widgets[self.bound[name][0]]), field.default)
 
     def test_values_standing_for_none_are_the_minimum_with_a_special_text(self):
-        for name, value in SpacingRegistration.NONE_VALUES.items():
+        for name, value in parameters.NONE_VALUES.items():
             element = self.widgets[self.bound[name][0]]
             self.assertEqual(uiProperty(element, "minimum"), value, name)
             self.assertTrue(uiProperty(element, "specialValueText"), name)
 
     def test_text_fields_are_the_scientific_parameters(self):
-        textSettings = {n for n, f in self.fields.items() if f.kind == "str" and n in SpacingRegistration.SETTING_PARAMETERS}
-        self.assertEqual(textSettings, set(SpacingRegistration.SCIENTIFIC_PARAMETERS))
+        textSettings = {n for n, f in self.fields.items() if f.kind == "str" and n in parameters.SETTING_PARAMETERS}
+        self.assertEqual(textSettings, set(parameters.SCIENTIFIC_PARAMETERS))
 
 
 class WidgetCodeTest(unittest.TestCase):

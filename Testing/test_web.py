@@ -7,6 +7,7 @@ Set SPACINGREG_WEB_SCREENSHOTS=<folder> to keep the screenshots (docs/images/web
 """
 
 import io
+import json
 import os
 import pathlib
 import shutil
@@ -20,10 +21,9 @@ import urllib.request
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "SpacingRegistration"))
+from SpacingRegistrationLib.mrml_bridge import GRID_COLORS
 
-from SpacingRegistrationLib.mrml_bridge import GRID_COLORS  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -213,12 +213,12 @@ class WebFrontEndTest(unittest.TestCase):
     def test_2_bad_inputs_show_messages(self):
         self._waitFor(self._loaded, SAMPLE_SECONDS, "the sample pair to load")
         # mesh 0
-        self._type("mesh-x", "0")
+        self._type("meshSizeX", "0")
         self._byId("show-grid").click()
         self._waitFor(lambda: "mesh_size must be at least 1" in self._error(), 20, "the mesh-size message")
         self.driver.save_screenshot(str(self.shots / "web_bad_mesh.png"))
         self._closeError()
-        self._type("mesh-x", "2")
+        self._type("meshSizeX", "2")
         # an unreadable file and a missing one
         bad = self.tmp / "not_a_volume.nrrd"
         bad.write_text("this is not an image\n")
@@ -236,9 +236,10 @@ class WebFrontEndTest(unittest.TestCase):
         # no fixed volume
         self._clearSelect("fixed-select")
         self._byId("run-registration").click()
-        self._waitFor(lambda: "Choose a fixed volume" in self._error(), 20, "the no-volume message")
+        self._waitFor(lambda: "Cannot start the registration: The fixed volume is not set" in self._error(), 20,
+                      "the no-volume message")
         self._byId("run-study").click()
-        self._waitFor(lambda: "Cannot start the study: Choose a fixed volume" in self._error(), 20,
+        self._waitFor(lambda: "Cannot start the study: The fixed volume is not set" in self._error(), 20,
                       "the no-volume message of the study")
         self._closeError()
         # the server is still alive and usable
@@ -250,9 +251,9 @@ class WebFrontEndTest(unittest.TestCase):
 
     def test_3_registration_and_small_study(self):
         self._waitFor(self._loaded, SAMPLE_SECONDS, "the sample pair to load")
-        self._choose("scales-estimator", "none")
-        self._type("iterations", "5")
-        self._type("sampling-seed", "1")
+        self._choose("scalesEstimator", "none")
+        self._type("lbfgs2NumberOfIterations", "5")
+        self._type("samplingSeed", "1")
         self._byId("run-registration").click()
         self._waitFor(lambda: self.driver.find_elements(By.CSS_SELECTOR, "#diagnosis-table tbody tr"),
                       REGISTRATION_SECONDS, "the diagnosis table")
@@ -277,6 +278,12 @@ class WebFrontEndTest(unittest.TestCase):
         self.assertIn("<svg", page)
         self.assertFalse(self._error())
         self.driver.save_screenshot(str(self.shots / "web_study.png"))
+        # both ran as child processes through the job controller: their job folders hold the protocol's outputs
+        jobs = {json.loads((folder / "job.json").read_text())["kind"]: folder
+                for folder in (self.tmp / "output" / "jobs").iterdir()}
+        self.assertEqual(set(jobs), {"registration", "study"})
+        self.assertTrue((jobs["registration"] / "output" / "transform.tfm").is_file())
+        self.assertTrue((jobs["study"] / "output" / "study.pickle").is_file())
         results = self._byId("study-results")
         self.driver.execute_script("arguments[0].scrollIntoView(true);", results)
         time.sleep(0.5)

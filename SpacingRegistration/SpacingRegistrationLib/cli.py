@@ -283,6 +283,12 @@ def command_demo(arguments) -> int:
                            arguments.workers, arguments.scheduler)
 
 
+def command_job(arguments) -> int:
+    from .job_runner import run_job
+
+    return run_job(arguments.folder)
+
+
 def add_study_arguments(parser: argparse.ArgumentParser, spacings=None, repeats=None, modes=None):
     group = parser.add_argument_group("study")
     group.add_argument("--spec", type=Path, help="JSON study file (StudySpec.to_dict form); options override it")
@@ -341,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
                         modes=["native-default", "normalised-reproducible"])
     add_settings_arguments(demo)
     demo.set_defaults(handler=command_demo)
+
+    job = commands.add_parser("job", help="run a job folder written by the job controller (JSON-lines progress)")
+    job.add_argument("folder", type=Path, help="job folder (job.json and the input images)")
+    job.set_defaults(handler=command_job)
     return parser
 
 

@@ -17,48 +17,103 @@ OPTIMIZERS = ("lbfgs2", "lbfgsb", "gradient_descent")
 SCALES_ESTIMATORS = ("none", "physical_shift", "index_shift", "jacobian")
 INTERPOLATORS = ("linear", "nearest", "bspline", "gaussian", "label_gaussian", "hamming_windowed_sinc")
 GRID_SPECIFICATIONS = ("mesh_size", "spacing_mm", "spacing_voxels")
+LEARNING_RATE_ESTIMATIONS = ("never", "once", "each_iteration")
+#: Display kinds of a setting: a spin box or number field, text for values spanning many decades, a list, a check box.
+DISPLAY_KINDS = ("number", "scientific", "choice", "check")
 
 
 class SettingsError(ValueError):
     """A setting is outside what the registration accepts; the message names it."""
 
 
+def setting(default, label: str, *, unit: str = "", range: tuple | None = None, choices: tuple | None = None,
+            none=None, none_text: str = "", display: str | None = None, parameter: str | None = None):
+    """A settings field with what every surface shows of it (dataclasses field metadata, read by field_info).
+
+    ``range`` bounds the number a panel accepts; ``none`` is the panel value standing for None (shown as
+    ``none_text``); ``display`` is one of DISPLAY_KINDS (default from the value); ``parameter`` overrides the
+    camelCase parameter name derived from the field path.
+    """
+    if display is None:
+        display = ("choice" if choices else "check" if isinstance(default, bool) else "number")
+    metadata = {"label": label, "unit": unit, "display": display}
+    metadata.update({key: value for key, value in (("range", range), ("choices", choices), ("parameter", parameter))
+                     if value is not None})
+    if none is not None:
+        metadata.update(none=none, none_text=none_text)
+    return field(default=default, metadata=metadata)
+
+
+def field_info(path: str) -> dict:
+    """Metadata of a settings field by path: ``"histogram_bins"``, ``"lbfgs2.line_search_accuracy"`` or
+    ``"mesh_size.0"`` (one axis); includes its ``name`` and ``default``."""
+    first, _dot, rest = path.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(RegistrationSettings)}
+    if first not in fields:
+        raise SettingsError(f"unknown setting {path!r}")
+    chosen = fields[first]
+    if rest and not rest.isdigit():
+        nested = {f.name: f for f in dataclasses.fields(chosen.default_factory)}
+        if rest not in nested:
+            raise SettingsError(f"unknown setting {path!r}")
+        chosen = nested[rest]
+    default = chosen.default
+    if rest.isdigit():
+        default = default[int(rest)]
+    return {"name": path, "default": default, **chosen.metadata}
+
+
+def leaf_paths() -> list[str]:
+    """Every settings field path that holds one value (nested optimizer fields and mesh axes expanded)."""
+    paths = []
+    for f in dataclasses.fields(RegistrationSettings):
+        if f.default_factory is not dataclasses.MISSING:
+            paths += [f"{f.name}.{g.name}" for g in dataclasses.fields(f.default_factory)]
+        elif f.name == "mesh_size":
+            paths += [f"mesh_size.{axis}" for axis in range(3)]
+        else:
+            paths.append(f.name)
+    return paths
+
+
 @dataclass(frozen=True)
 class Lbfgs2Settings:
     """Arguments of ``SetOptimizerAsLBFGS2``, SimpleITK's defaults."""
 
-    solution_accuracy: float = 1e-5
-    number_of_iterations: int = 0
-    hessian_approximate_accuracy: int = 6
-    delta_convergence_distance: int = 0
-    delta_convergence_tolerance: float = 1e-5
-    line_search_maximum_evaluations: int = 40
-    line_search_minimum_step: float = 1e-20
-    line_search_maximum_step: float = 1e20
-    line_search_accuracy: float = 1e-4
+    solution_accuracy: float = setting(1e-5, "solution accuracy", display="scientific")
+    number_of_iterations: int = setting(0, "iterations (0: until converged)", range=(0, 1000000))
+    hessian_approximate_accuracy: int = setting(6, "Hessian approximate accuracy", range=(1, 100))
+    delta_convergence_distance: int = setting(0, "delta convergence distance", range=(0, 1000))
+    delta_convergence_tolerance: float = setting(1e-5, "delta convergence tolerance", display="scientific")
+    line_search_maximum_evaluations: int = setting(40, "line search maximum evaluations", range=(1, 10000))
+    line_search_minimum_step: float = setting(1e-20, "line search minimum step", display="scientific")
+    line_search_maximum_step: float = setting(1e20, "line search maximum step", display="scientific")
+    line_search_accuracy: float = setting(1e-4, "line search accuracy", display="scientific")
 
 
 @dataclass(frozen=True)
 class LbfgsbSettings:
     """Arguments of ``SetOptimizerAsLBFGSB`` (unbounded), SimpleITK's defaults."""
 
-    gradient_convergence_tolerance: float = 1e-5
-    number_of_iterations: int = 500
-    maximum_number_of_corrections: int = 5
-    maximum_number_of_function_evaluations: int = 2000
-    cost_function_convergence_factor: float = 1e7
+    gradient_convergence_tolerance: float = setting(1e-5, "gradient convergence tolerance", display="scientific")
+    number_of_iterations: int = setting(500, "iterations", range=(1, 1000000))
+    maximum_number_of_corrections: int = setting(5, "maximum corrections", range=(1, 100))
+    maximum_number_of_function_evaluations: int = setting(2000, "maximum function evaluations",
+                                                          range=(1, 10000000))
+    cost_function_convergence_factor: float = setting(1e7, "cost function convergence factor", display="scientific")
 
 
 @dataclass(frozen=True)
 class GradientDescentSettings:
     """Arguments of ``SetOptimizerAsGradientDescent``; learning rate estimated once by default."""
 
-    learning_rate: float = 1.0
-    number_of_iterations: int = 100
-    convergence_minimum_value: float = 1e-6
-    convergence_window_size: int = 10
-    estimate_learning_rate: str = "once"
-    maximum_step_size_in_physical_units: float = 0.0
+    learning_rate: float = setting(1.0, "learning rate", range=(1e-06, 1000000.0))
+    number_of_iterations: int = setting(100, "iterations", range=(1, 1000000))
+    convergence_minimum_value: float = setting(1e-6, "convergence minimum value", display="scientific")
+    convergence_window_size: int = setting(10, "convergence window size", range=(1, 1000))
+    estimate_learning_rate: str = setting("once", "estimate learning rate", choices=LEARNING_RATE_ESTIMATIONS)
+    maximum_step_size_in_physical_units: float = setting(0.0, "maximum step size", unit="mm", range=(0.0, 1000000.0),
+                                                         parameter="gradientDescentMaximumStepSize")
 
 
 @dataclass(frozen=True)
@@ -73,31 +128,32 @@ class RegistrationSettings:
     ``sampling_seed`` None means SimpleITK's wall-clock seed.
     """
 
-    grid_specification: str = "mesh_size"
-    mesh_size: tuple[int, int, int] = (2, 2, 2)
-    grid_spacing_mm: float = 50.0
-    grid_spacing_voxels: float = 50.0
+    grid_specification: str = setting("mesh_size", "control grid given by", choices=GRID_SPECIFICATIONS)
+    mesh_size: tuple[int, int, int] = setting((2, 2, 2), "mesh size", unit="intervals", range=(1, 100))
+    grid_spacing_mm: float = setting(50.0, "control-point spacing", unit="mm", range=(0.01, 10000.0))
+    grid_spacing_voxels: float = setting(50.0, "control-point spacing", unit="voxels", range=(0.5, 10000.0))
 
-    histogram_bins: int = 50
-    sampling_strategy: str = "regular"
-    sampling_percentage: float = 2.5
-    sampling_seed: int | None = 1
-    interpolator: str = "linear"
+    histogram_bins: int = setting(50, "histogram bins", range=(5, 1024))
+    sampling_strategy: str = setting("regular", "sampling", choices=SAMPLING_STRATEGIES)
+    sampling_percentage: float = setting(2.5, "sampling percentage", unit="%", range=(0.01, 100.0))
+    sampling_seed: int | None = setting(1, "seed", range=(-1, 2147483647), none=-1, none_text="wall clock")
+    interpolator: str = setting("linear", "interpolator", choices=INTERPOLATORS)
 
-    optimizer: str = "lbfgs2"
+    optimizer: str = setting("lbfgs2", "optimizer", choices=OPTIMIZERS)
     lbfgs2: Lbfgs2Settings = field(default_factory=Lbfgs2Settings)
     lbfgsb: LbfgsbSettings = field(default_factory=LbfgsbSettings)
     gradient_descent: GradientDescentSettings = field(default_factory=GradientDescentSettings)
-    scales_estimator: str = "physical_shift"
-    scales_central_region_radius: int = 5
-    scales_small_parameter_variation: float = 0.01
+    scales_estimator: str = setting("physical_shift", "scales estimator", choices=SCALES_ESTIMATORS)
+    scales_central_region_radius: int = setting(5, "scales central region radius", unit="voxels", range=(1, 100))
+    scales_small_parameter_variation: float = setting(0.01, "scales small parameter variation", range=(1e-06, 10.0))
 
-    number_of_threads: int | None = None
-    number_of_work_units: int | None = None
+    number_of_threads: int | None = setting(None, "threads", range=(0, 1024), none=0, none_text="default")
+    number_of_work_units: int | None = setting(None, "work units", range=(0, 1024), none=0, none_text="default")
 
-    spacing_override: float | None = None
-    normalised_units: bool = False
-    reproducible: bool = False
+    spacing_override: float | None = setting(None, "spacing override", unit="mm", range=(0.0, 1000.0), none=0.0,
+                                            none_text="off")
+    normalised_units: bool = setting(False, "normalised units")
+    reproducible: bool = setting(False, "reproducible")
 
     def __post_init__(self):
         validate(self)
@@ -219,7 +275,7 @@ def _validate_optimizer(s: RegistrationSettings):
         _require(_is_int(value) and value >= 1, f"gradient_descent.{name} must be an integer >= 1, got {value!r}")
     _require(_finite_positive(g.convergence_minimum_value),
              f"gradient_descent.convergence_minimum_value must be > 0, got {g.convergence_minimum_value!r}")
-    _require(g.estimate_learning_rate in ("never", "once", "each_iteration"),
+    _require(g.estimate_learning_rate in LEARNING_RATE_ESTIMATIONS,
              f"gradient_descent.estimate_learning_rate must be never, once or each_iteration, got {g.estimate_learning_rate!r}")
     _require(isinstance(g.maximum_step_size_in_physical_units, (int, float)) and g.maximum_step_size_in_physical_units >= 0,
              f"gradient_descent.maximum_step_size_in_physical_units must be >= 0, got {g.maximum_step_size_in_physical_units!r}")

@@ -1,0 +1,278 @@
+"""Long work in a child process: the one job controller of the panel, the web app, the console and the tests.
+
+The pattern is SlicerMONAIAuto3DSeg's (``MONAIAuto3DSegLib/process.py``): the engine runs as a child process of
+``PythonSlicer`` (started like ``slicer.util.launchConsoleProcess`` does: a pipe on stdout, text mode), a reader
+thread fills a queue, and the front end drains the queue from its own loop (a QTimer there, here any loop), so
+its main thread never waits. Cancel follows SlicerElastix (``Elastix.py``: Apply becomes Cancel and kills the
+engine process), softened: SIGTERM first (the child stops at its next iteration), SIGKILL to the child's process
+group (its pool workers too) after ``CANCEL_GRACE_SECONDS``.
+
+Unlike those extensions the child speaks a protocol: one JSON object per stdout line (``started``, ``iteration``,
+``run``, ``warning``, ``result``, ``cancelled``, ``error``), its other output goes to ``job.log`` in the job
+folder. The inputs are files in the job folder (images as .nrrd, settings or study spec as ``job.json``); the
+outputs come back from it (``output/transform.tfm``, ``result.json``, ``trace.csv`` and the pickled result of a
+registration; the study folder and the pickled analysis of a study). A child that dies without a result (killed,
+out of memory, an ITK exception) is one clear message and no result. Qt-free and MRML-free: the caller turns
+results into nodes on its main thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from .settings import RegistrationSettings, to_dict
+from .study_runner import EXECUTORS
+from .study_spec import StudySpec
+
+#: Seconds a cancelled child gets to stop by itself before its process group is killed.
+CANCEL_GRACE_SECONDS = 0.5
+#: Folder holding SpacingRegistrationLib: the child imports the library from it (PYTHONPATH).
+LIBRARY_ROOT = Path(__file__).resolve().parents[1]
+#: Files of a job folder.
+JOB_FILE, LOG_FILE, OUTPUT_FOLDER = "job.json", "job.log", "output"
+RESULT_PICKLE, STUDY_PICKLE = "result.pickle", "study.pickle"
+#: Final states of a job.
+FINISHED, FAILED, CANCELLED = "finished", "failed", "cancelled"
+
+
+class JobError(RuntimeError):
+    """A job ended without a result; the message says why in one sentence."""
+
+
+def command(python: str, folder: Path) -> list[str]:
+    """The child's command line: the project's own CLI, ``job`` subcommand."""
+    return [str(python), "-m", "SpacingRegistrationLib.cli", "job", str(folder)]
+
+
+def child_environment(base: dict | None = None) -> dict:
+    """``base`` (default: this process's environment) with the library on PYTHONPATH and unbuffered output."""
+    environment = dict(os.environ if base is None else base)
+    paths = [str(LIBRARY_ROOT)] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+    environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
+
+
+def _signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+class Job:
+    """A running child process and what it reported. ``poll()`` never blocks; ``wait()`` does.
+
+    Attributes set once the job is ``done``: ``state`` (finished, failed or cancelled), ``error`` (one sentence,
+    failed jobs only) and ``result`` (the child's ``result`` event, finished jobs and cancelled studies only).
+    """
+
+    def __init__(self, kind: str, folder: Path, python: str, environment: dict | None = None):
+        self.kind = kind
+        self.folder = Path(folder)
+        self.state = "running"
+        self.error: str | None = None
+        self.result: dict | None = None
+        self.last_progress: dict | None = None
+        self.inputs = None  # free for the caller (e.g. the volume nodes the outputs belong to)
+        self._events: queue.Queue = queue.Queue()
+        self._cancel_requested = False
+        log = (self.folder / LOG_FILE).open("w")
+        popen = {"start_new_session": True} if os.name == "posix" else {
+            "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
+        try:
+            self.process = subprocess.Popen(command(python, self.folder), stdout=subprocess.PIPE, stderr=log,
+                                            stdin=subprocess.DEVNULL, env=child_environment(environment),
+                                            text=True, encoding="utf-8", errors="replace", bufsize=1, **popen)
+        finally:
+            log.close()
+        self._reader = threading.Thread(target=self._read, name=f"SpacingRegistration {kind} job reader",
+                                        daemon=True)
+        self._reader.start()
+
+    # --- reader thread ------------------------------------------------------------------------------------------
+
+    def _read(self):
+        error, result, cancelled = None, None, False
+        for line in self.process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # not protocol (the child sends everything else to job.log)
+            if not isinstance(event, dict) or "event" not in event:
+                continue
+            kind = event["event"]
+            if kind == "result":
+                result = event
+            elif kind == "error":
+                error = event.get("message") or "the job failed"
+            elif kind == "cancelled":
+                cancelled = True
+            self._events.put(event)
+        returncode = self.process.wait()
+        if self._cancel_requested or cancelled:
+            state = CANCELLED
+            # a cancelled registration returns nothing; a cancelled study keeps its finished runs
+            result = result if self.kind == "study" and result is not None else None
+        elif result is not None and returncode == 0:
+            state = FINISHED
+        else:
+            state, result = FAILED, None
+            if error is None:
+                error = (f"The {self.kind} process was killed ({_signal_name(returncode)}; the system sends SIGKILL "
+                         "when memory runs out) and left no result." if returncode < 0 else
+                         f"The {self.kind} process stopped (exit status {returncode}) without a result; "
+                         f"see {self.folder / LOG_FILE}.")
+        if state != FINISHED:
+            self._kill_group()  # pool workers a killed child may have left
+        self.state, self.error, self.result = state, error if state == FAILED else None, result
+        self._events.put({"event": "end", "state": state, "error": self.error})
+
+    # --- caller's thread ----------------------------------------------------------------------------------------
+
+    def poll(self) -> list[dict]:
+        """The events that arrived since the last poll (in order); the last event of a job is ``end``."""
+        events = []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        for event in events:
+            if event["event"] in ("iteration", "run"):
+                self.last_progress = event
+        return events
+
+    @property
+    def done(self) -> bool:
+        return not self._reader.is_alive()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
+
+    def cancel(self):
+        """Ask the child to stop (SIGTERM), and kill its process group if it has not within the grace time."""
+        if self.done or self._cancel_requested:
+            return
+        self._cancel_requested = True
+        try:
+            self.process.terminate()
+        except ProcessLookupError:
+            return
+        timer = threading.Timer(CANCEL_GRACE_SECONDS, self._kill_group)
+        timer.daemon = True
+        timer.start()
+
+    def _kill_group(self):
+        if self.process.poll() is not None and os.name != "posix":
+            return
+        try:
+            if os.name == "posix":
+                os.killpg(self.process.pid, signal.SIGKILL)
+            else:
+                self.process.kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job ends (or ``timeout`` seconds pass); True when it ended."""
+        self._reader.join(timeout)
+        return self.done
+
+    def run_to_end(self, on_event=None, cancel=None, interval: float = 0.05) -> str:
+        """Poll until the end, giving each event to ``on_event``; a set ``cancel`` (threading.Event) cancels."""
+        while True:
+            for event in self.poll():
+                if on_event is not None:
+                    on_event(event)
+                if event["event"] == "end":
+                    return self.state
+            if cancel is not None and cancel.is_set():
+                self.cancel()
+            time.sleep(interval)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines the child wrote outside the protocol (tracebacks, warnings)."""
+        try:
+            text = (self.folder / LOG_FILE).read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(collections.deque(text, maxlen=lines))
+
+    # --- results ------------------------------------------------------------------------------------------------
+
+    def _require(self, state: str):
+        if not self.done:
+            raise JobError(f"the {self.kind} job is still running")
+        if self.state == FAILED:
+            raise JobError(self.error)
+        if self.state != state and not (self.kind == "study" and self.result is not None):
+            raise JobError(f"the {self.kind} was cancelled" if self.state == CANCELLED else
+                           f"the {self.kind} has no result")
+
+    def registration_result(self):
+        """The RegistrationResult the child computed (registration.RegistrationResult)."""
+        self._require(FINISHED)
+        with (self.folder / OUTPUT_FOLDER / RESULT_PICKLE).open("rb") as stream:
+            return pickle.load(stream)  # written by this project's own child, in its private job folder
+
+    def study_result(self):
+        """(store, analysis or None, report paths or None) of a study that finished or was cancelled."""
+        from .study_store import open_study
+
+        self._require(FINISHED)
+        store = open_study(self.result["study_folder"])
+        path = self.folder / OUTPUT_FOLDER / STUDY_PICKLE
+        if not path.is_file():
+            return store, None, None
+        with path.open("rb") as stream:
+            analysis, report_paths = pickle.load(stream)
+        return store, analysis, report_paths
+
+
+def _new_folder(folder, kind: str) -> Path:
+    if folder is None:
+        return Path(tempfile.mkdtemp(prefix=f"spacingreg-{kind}-"))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _write_inputs(folder: Path, description: dict, fixed: sitk.Image, moving: sitk.Image):
+    sitk.WriteImage(fixed, str(folder / "fixed.nrrd"))
+    sitk.WriteImage(moving, str(folder / "moving.nrrd"))
+    (folder / JOB_FILE).write_text(json.dumps(description, indent=2, default=float))
+
+
+def start_registration(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings, folder=None,
+                       python: str | None = None, environment: dict | None = None) -> Job:
+    """Start one registration in a child process (``python``: default this interpreter)."""
+    folder = _new_folder(folder, "registration")
+    _write_inputs(folder, {"kind": "registration", "settings": to_dict(settings)}, fixed, moving)
+    return Job("registration", folder, python or sys.executable, environment)
+
+
+def start_study(fixed: sitk.Image, moving: sitk.Image, spec: StudySpec, study_folder, executor: str = "pool",
+                workers: int | None = None, scheduler: str | None = None, folder=None, python: str | None = None,
+                environment: dict | None = None) -> Job:
+    """Start (or resume) a study into ``study_folder`` in a child process, on ``executor`` as the CLI runs it."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    folder = _new_folder(folder, "study")
+    _write_inputs(folder, {"kind": "study", "spec": spec.to_dict(), "study_folder": str(Path(study_folder).resolve()),
+                           "executor": executor, "workers": workers, "scheduler": scheduler}, fixed, moving)
+    return Job("study", folder, python or sys.executable, environment)

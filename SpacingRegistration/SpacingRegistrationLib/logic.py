@@ -1,0 +1,356 @@
+"""The module's logic without the Slicer base class (MRML: slicer and vtk, no qt), shared by the panel, the web app,
+the Python console and the tests; the module's SpacingRegistrationLogic is ScriptedLoadableModuleLogic plus this
+class (the pattern of SlicerMONAIAuto3DSeg, whose Logic drives MONAIAuto3DSegLib).
+
+Every method takes explicit nodes and a RegistrationSettings (or a dict of its fields). The scene is taken from
+the nodes, else from the constructor's ``scene``, else slicer.mrmlScene. Long work runs in a child process
+(jobs.py): ``startRegistration``/``startStudy`` return a Job that the caller polls; ``finishRegistration``/
+``finishStudy`` turn its outputs into nodes on the caller's (main) thread. ``register`` and ``runStudy`` do both
+and wait, for the console, scripts and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+
+from . import describe, images, jobs, mrml_bridge, registration, study_nodes
+from .diagnosis_rows import WARNING_ROW, diagnosis_rows
+from .grid import grid_geometry, initial_bspline, mesh_size_for
+from .settings import RegistrationSettings, from_dict
+from .volume_units import transform_in_volume_units
+
+#: Models drawn by showControlGrid are named "<prefix> <part>"; showing a grid again replaces them.
+GRID_NAME_PREFIX = "SpacingRegistration grid"
+#: Node attribute holding the name prefix of a grid model (to find and replace earlier grid models).
+GRID_ATTRIBUTE = "SpacingRegistration.GridPrefix"
+#: Table-node attribute holding the JSON summary of the registration (RegistrationResult.summary()).
+SUMMARY_ATTRIBUTE = "SpacingRegistration.Summary"
+#: Table-node attribute holding the plain-text diagnosis (describe.describe_result).
+DESCRIPTION_ATTRIBUTE = "SpacingRegistration.Description"
+#: Node-reference role from the output transform to its diagnosis table.
+DIAGNOSIS_REFERENCE_ROLE = "spacingRegistrationDiagnosis"
+#: Diagnosis-table columns.
+TABLE_COLUMNS = ("Name", "Value")
+
+
+def pythonExecutable() -> str:
+    """The interpreter of child jobs: PythonSlicer inside the Slicer application (as SlicerElastix and
+    MONAIAuto3DSeg find it), else this Python."""
+    if hasattr(slicer, "app"):
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+    return sys.executable
+
+
+def childEnvironment():
+    """Environment of child jobs: Slicer's startup environment inside the app (what launchConsoleProcess uses;
+    PythonSlicer sets up its own paths), else this process's."""
+    if hasattr(slicer, "app") and hasattr(slicer.util, "startupEnvironment"):
+        return slicer.util.startupEnvironment()
+    return None
+
+
+class RegistrationLogic:
+    """Registration, control grid and study on MRML nodes; see the module docstring."""
+
+    def __init__(self, scene=None) -> None:
+        self._scene = scene
+        self.lastTransformNode = None
+        self.lastTableNode = None
+
+    def sceneFor(self, *nodes):
+        """The scene of the first node that has one, else the logic's scene, else slicer.mrmlScene."""
+        for node in nodes:
+            if node is not None and node.GetScene() is not None:
+                return node.GetScene()
+        scene = self._scene if self._scene is not None else getattr(slicer, "mrmlScene", None)
+        if scene is None:
+            raise ValueError("no MRML scene: pass nodes that are in a scene or RegistrationLogic(scene=...)")
+        return scene
+
+    @staticmethod
+    def settingsFrom(settings=None) -> RegistrationSettings:
+        """RegistrationSettings from None (defaults), a RegistrationSettings or a dict of its fields."""
+        if settings is None:
+            return RegistrationSettings()
+        if isinstance(settings, RegistrationSettings):
+            return settings
+        if isinstance(settings, dict):
+            return from_dict(settings)
+        raise TypeError(f"settings must be a RegistrationSettings or a dict, got {type(settings).__name__}")
+
+    @staticmethod
+    def _checkVolumeNode(node, role: str):
+        if node is None:
+            raise ValueError(f"The {role} volume is not set.")
+        if not node.IsA("vtkMRMLScalarVolumeNode"):
+            raise ValueError(f"The {role} volume must be a scalar volume node, got {node.GetClassName()}.")
+        if node.GetImageData() is None:
+            raise ValueError(f"The {role} volume '{node.GetName()}' has no image data.")
+
+    def imagesFromVolumeNodes(self, fixedVolumeNode, movingVolumeNode):
+        """Copies of the two volumes as SimpleITK images (LPS); the nodes are not modified."""
+        self._checkVolumeNode(fixedVolumeNode, "fixed")
+        self._checkVolumeNode(movingVolumeNode, "moving")
+        return mrml_bridge.imageFromVolumeNode(fixedVolumeNode), mrml_bridge.imageFromVolumeNode(movingVolumeNode)
+
+    @staticmethod
+    def geometryImageFromVolumeNode(volumeNode) -> sitk.Image:
+        """A UInt8 SimpleITK image with the volume's size, spacing, origin and direction (LPS), without its voxels."""
+        imageData = volumeNode.GetImageData() if volumeNode is not None else None
+        if imageData is None:
+            raise ValueError("The volume has no image data." if volumeNode is not None else "The volume is not set.")
+        image = sitk.Image([int(n) for n in imageData.GetDimensions()], sitk.sitkUInt8)
+        directions = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASDirectionMatrix(directions)
+        direction = np.array([[directions.GetElement(r, c) for c in range(3)] for r in range(3)])
+        image.SetSpacing(volumeNode.GetSpacing())
+        image.SetOrigin(mrml_bridge.lpsToRas(volumeNode.GetOrigin()).tolist())
+        image.SetDirection((mrml_bridge.LPS_TO_RAS @ direction).ravel().tolist())
+        return image
+
+    # --- registration ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def computeRegistration(cls, fixedImage, movingImage, settings=None, progress=None, cancel=None):
+        """The engine alone, in this process (no MRML): registration.run -> RegistrationResult."""
+        return registration.run(fixedImage, movingImage, cls.settingsFrom(settings), progress=progress, cancel=cancel)
+
+    def startRegistration(self, fixedVolumeNode, movingVolumeNode, settings=None, jobFolder=None) -> jobs.Job:
+        """Start the registration in a child process and return its Job (poll it; then finishRegistration).
+
+        Bad settings and bad volumes raise here, before any process starts. ``job.inputs`` keeps the volume nodes.
+        """
+        settings = self.settingsFrom(settings)
+        fixedImage, movingImage = self.imagesFromVolumeNodes(fixedVolumeNode, movingVolumeNode)
+        images.check_pair(fixedImage, movingImage)
+        job = jobs.start_registration(fixedImage, movingImage, settings, folder=jobFolder, python=pythonExecutable(),
+                                      environment=childEnvironment())
+        job.inputs = (fixedVolumeNode, movingVolumeNode)
+        return job
+
+    def finishRegistration(self, job: jobs.Job, outputTransformNode=None, outputTableNode=None):
+        """(RegistrationResult, transformNode, tableNode) of a finished job (main thread); None if it was cancelled.
+
+        A failed job raises jobs.JobError with its one-sentence reason; the scene is then unchanged.
+        """
+        if job.state == jobs.CANCELLED:
+            return None
+        result = job.registration_result()
+        fixedVolumeNode, movingVolumeNode = job.inputs
+        transformNode, tableNode = self.createOutputNodes(result, fixedVolumeNode, movingVolumeNode,
+                                                          outputTransformNode, outputTableNode)
+        return result, transformNode, tableNode
+
+    def register(self, fixedVolumeNode, movingVolumeNode, settings=None, outputTransformNode=None, progress=None,
+                 cancel=None, outputTableNode=None):
+        """Register the moving volume to the fixed one (child process, waited for); fill (or create) a BSpline
+        transform node and a diagnosis table node. The volume nodes are not modified (parent transforms of the
+        volumes are ignored).
+
+        ``progress`` is called with each job event (dicts, see jobs.py); setting ``cancel`` (a threading.Event)
+        stops the child. Returns the RegistrationResult, or None when cancelled (no node is made); the output nodes
+        are ``self.lastTransformNode`` and ``self.lastTableNode``. Bad inputs raise before any node is made; a
+        failed child raises jobs.JobError.
+        """
+        job = self.startRegistration(fixedVolumeNode, movingVolumeNode, settings)
+        job.run_to_end(progress, cancel)
+        finished = self.finishRegistration(job, outputTransformNode, outputTableNode)
+        return None if finished is None else finished[0]
+
+    def createOutputNodes(self, result, fixedVolumeNode=None, movingVolumeNode=None, outputTransformNode=None,
+                          outputTableNode=None, scene=None):
+        """(transformNode, tableNode) for a RegistrationResult (main thread).
+
+        The transform node (given, else a new vtkMRMLBSplineTransformNode) gets the result as its
+        TransformFromParent: set it as the moving volume's parent transform to see the moving volume aligned.
+        After a spacing override the transform is converted back to the volumes' units when they share one
+        isotropic spacing (see transformInVolumeUnits). The table node (given, else new) gets (Name, Value) rows
+        of the diagnosis and one "warning" row per warning; its attributes keep the JSON summary and the text.
+        """
+        if scene is None:
+            scene = self.sceneFor(outputTransformNode, outputTableNode, fixedVolumeNode, movingVolumeNode)
+        transform, unitsNote, unitWarnings = result.transform, "", []
+        if result.settings.spacing_override is not None:
+            if fixedVolumeNode is None or movingVolumeNode is None:
+                unitWarnings = ["The registration ran with a spacing override and the volumes were not given: "
+                                "the output transform is in the override units."]
+            else:
+                transform, unitsNote, unitWarnings = transform_in_volume_units(
+                    result.transform, result.settings.spacing_override,
+                    fixedVolumeNode.GetSpacing(), mrml_bridge.lpsToRas(fixedVolumeNode.GetOrigin()),
+                    movingVolumeNode.GetSpacing(), mrml_bridge.lpsToRas(movingVolumeNode.GetOrigin()))
+        frameWarnings = [
+            f"The {role} volume '{node.GetName()}' is under the transform '{node.GetParentTransformNode().GetName()}'; "
+            "the registration used its voxels in its own frame, ignoring that transform."
+            for role, node in (("fixed", fixedVolumeNode), ("moving", movingVolumeNode))
+            if node is not None and node.GetParentTransformNode() is not None]
+
+        # The BSpline is built in a scratch scene by the bridge, then moved into the output node.
+        scratch = slicer.vtkMRMLScene()
+        scratchNode = mrml_bridge.bsplineTransformNodeFromSitk(scratch, transform, "scratch")
+        if outputTransformNode is None:
+            baseName = (f"{movingVolumeNode.GetName()}-to-{fixedVolumeNode.GetName()} BSpline"
+                        if fixedVolumeNode is not None and movingVolumeNode is not None else "SpacingRegistration BSpline")
+            outputTransformNode = scene.AddNewNodeByClass("vtkMRMLBSplineTransformNode",
+                                                          scene.GenerateUniqueName(baseName))
+        outputTransformNode.SetAndObserveTransformFromParent(scratchNode.GetTransformFromParent())
+        outputTransformNode.CreateDefaultDisplayNodes()
+        del scratchNode, scratch
+
+        if outputTableNode is None:
+            outputTableNode = scene.AddNewNodeByClass(
+                "vtkMRMLTableNode", scene.GenerateUniqueName(f"{outputTransformNode.GetName()} diagnosis"))
+        rows = diagnosis_rows(result)
+        if unitsNote:
+            rows.insert(3, ("output transform units", unitsNote))
+        rows += [(WARNING_ROW, w) for w in unitWarnings + frameWarnings]
+        self._fillTable(outputTableNode, rows)
+        outputTableNode.SetAttribute(SUMMARY_ATTRIBUTE, json.dumps(result.summary(), default=_jsonDefault))
+        outputTableNode.SetAttribute(DESCRIPTION_ATTRIBUTE, describe.describe_result(result))
+        outputTransformNode.SetNodeReferenceID(DIAGNOSIS_REFERENCE_ROLE, outputTableNode.GetID())
+        self.lastTransformNode, self.lastTableNode = outputTransformNode, outputTableNode
+        return outputTransformNode, outputTableNode
+
+    @staticmethod
+    def _fillTable(tableNode, rows) -> None:
+        wasModified = tableNode.StartModify()
+        tableNode.RemoveAllColumns()
+        table = tableNode.GetTable()
+        for name in TABLE_COLUMNS:
+            column = vtk.vtkStringArray()
+            column.SetName(name)
+            table.AddColumn(column)
+        for name, value in rows:
+            row = tableNode.AddEmptyRow()
+            tableNode.SetCellText(row, 0, str(name))
+            tableNode.SetCellText(row, 1, str(value))
+        if hasattr(tableNode, "SetLocked"):
+            tableNode.SetLocked(True)  # a record of the run, not for editing
+        tableNode.EndModify(wasModified)
+
+    @staticmethod
+    def diagnosisFromTableNode(tableNode) -> list:
+        """(name, value) rows of a diagnosis table."""
+        return [(tableNode.GetCellText(row, 0), tableNode.GetCellText(row, 1))
+                for row in range(tableNode.GetNumberOfRows())]
+
+    @classmethod
+    def warningsFromTableNode(cls, tableNode) -> list:
+        """The warnings recorded in a diagnosis table."""
+        return [value for name, value in cls.diagnosisFromTableNode(tableNode) if name == WARNING_ROW]
+
+    # --- control grid ---------------------------------------------------------------------------------------------
+
+    def controlGridGeometry(self, volumeNode, meshSize=None, transformNode=None, settings=None):
+        """GridGeometry of the control grid over a volume, in the volume's own frame (no node is created).
+
+        The grid is the one the registration starts from with ``settings`` (mesh size or control-point spacing;
+        after a spacing override the mesh is computed as the engine does), or ``meshSize`` intervals per axis,
+        or the grid of an existing BSpline ``transformNode``.
+        """
+        image = self.geometryImageFromVolumeNode(volumeNode)
+        if transformNode is not None:
+            return grid_geometry(mrml_bridge.sitkBSplineFromTransformNode(transformNode), image)
+        settings = self.settingsFrom(settings)
+        if meshSize is not None:
+            settings = settings.replace(grid_specification="mesh_size", mesh_size=[int(m) for m in meshSize])
+        elif settings.spacing_override is not None and settings.grid_specification != "mesh_size":
+            registered = images.with_spacing(image, settings.spacing_override)
+            settings = settings.replace(grid_specification="mesh_size", mesh_size=mesh_size_for(registered, settings))
+        return grid_geometry(initial_bspline(image, settings), image)
+
+    def showControlGrid(self, volumeNode, meshSize=None, transformNode=None, settings=None,
+                        namePrefix=GRID_NAME_PREFIX):
+        """(dict of model nodes, GridGeometry): draw the control grid over a volume, replacing the grid models
+        drawn earlier with the same name prefix. The models follow the volume's parent transform."""
+        geometry = self.controlGridGeometry(volumeNode, meshSize=meshSize, transformNode=transformNode,
+                                            settings=settings)
+        scene = self.sceneFor(volumeNode)
+        self.hideControlGrid(namePrefix=namePrefix, scene=scene)
+        nodes = mrml_bridge.controlGridModelNodes(scene, geometry, namePrefix)
+        for node in nodes.values():
+            node.SetAttribute(GRID_ATTRIBUTE, namePrefix)
+            node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        return nodes, geometry
+
+    def hideControlGrid(self, namePrefix=None, scene=None) -> int:
+        """Remove the grid models (of one name prefix, or all) with their display and storage nodes; their count."""
+        if scene is None:
+            scene = self.sceneFor()
+        models = [scene.GetNthNodeByClass(i, "vtkMRMLModelNode")
+                  for i in range(scene.GetNumberOfNodesByClass("vtkMRMLModelNode"))]
+        models = [m for m in models if m.GetAttribute(GRID_ATTRIBUTE) is not None
+                  and (namePrefix is None or m.GetAttribute(GRID_ATTRIBUTE) == namePrefix)]
+        for model in models:
+            attached = [model.GetNthDisplayNode(i) for i in range(model.GetNumberOfDisplayNodes())]
+            attached += [model.GetNthStorageNode(i) for i in range(model.GetNumberOfStorageNodes())]
+            scene.RemoveNode(model)
+            for node in attached:
+                if node is not None and scene.IsNodePresent(node):
+                    scene.RemoveNode(node)
+        return len(models)
+
+
+    # --- studies --------------------------------------------------------------------------------------------------
+
+    def startStudy(self, fixedVolumeNode, movingVolumeNode, spec, outputFolder, executor="pool", workers=None,
+                   scheduler=None, jobFolder=None) -> jobs.Job:
+        """Start (or resume) a study in a child process on ``executor`` (default: a process pool, one per core)."""
+        fixedImage, movingImage = self.imagesFromVolumeNodes(fixedVolumeNode, movingVolumeNode)
+        images.check_pair(fixedImage, movingImage)
+        job = jobs.start_study(fixedImage, movingImage, spec, outputFolder, executor=executor, workers=workers,
+                               scheduler=scheduler, folder=jobFolder, python=pythonExecutable(),
+                               environment=childEnvironment())
+        job.inputs = (fixedVolumeNode, movingVolumeNode)
+        return job
+
+    def finishStudy(self, job: jobs.Job, scene=None):
+        """(store, analysis or None, report paths or None, dict of new nodes) of an ended study job (main thread).
+
+        A cancelled study keeps its finished runs (in the store) and makes no nodes; a failed one raises JobError.
+        """
+        store, analysis, reportPaths = job.study_result()
+        nodes = {}
+        if analysis is not None:
+            nodes = self.createStudyNodes(store, analysis, reportPaths, scene=scene if scene is not None
+                                          else self.sceneFor(*(job.inputs or ())))
+        return store, analysis, reportPaths, nodes
+
+    def createStudyNodes(self, store, analysis, reportPaths, scene=None, prefix="Study") -> dict:
+        """New table, plot chart and spread-map volume nodes for a study (main thread)."""
+        return study_nodes.createStudyNodes(scene if scene is not None else self.sceneFor(), store, analysis,
+                                            reportPaths, prefix)
+
+    def runStudy(self, fixedVolumeNode, movingVolumeNode, spec, outputFolder, progress=None, cancel=None,
+                 executor="pool"):
+        """The study on two volume nodes, waited for: (Job, dict of new nodes). ``progress`` gets every job event;
+        setting ``cancel`` stops it, keeping the finished runs."""
+        job = self.startStudy(fixedVolumeNode, movingVolumeNode, spec, outputFolder, executor=executor)
+        job.run_to_end(progress, cancel)
+        if job.state == jobs.FAILED:
+            raise jobs.JobError(job.error)
+        if job.result is None:
+            return job, {}
+        return job, self.finishStudy(job)[3]
+
+
+def _jsonDefault(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+#
+# SpacingRegistrationTest
+#
