@@ -1,0 +1,137 @@
+"""The job controller (SpacingRegistrationLib/jobs.py) on its own: real child processes, no Qt, no MRML.
+
+Protocol order, cancel within a second (a registration leaves nothing that looks finished, a study keeps its
+finished runs and resumes), and a child that fails or dies gives one sentence and no result.
+"""
+
+import testdata
+
+import os
+import re
+import signal
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+from SpacingRegistrationLib import jobs
+from SpacingRegistrationLib.settings import from_dict
+from SpacingRegistrationLib.study_spec import StudySpec
+from SpacingRegistrationLib.study_store import open_study
+
+#: A registration that runs for minutes unless stopped.
+LONG = from_dict({"scales_estimator": "none", "optimizer": "gradient_descent",
+                  "gradient_descent": {"number_of_iterations": 1000000, "learning_rate": 1e-6,
+                                       "convergence_minimum_value": 1e-30, "estimate_learning_rate": "never"}})
+
+
+def eventsUntil(job, predicate, seconds=60.0) -> list:
+    """Poll (as a front end's loop does) until an event satisfies ``predicate``; the events seen."""
+    events, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for event in job.poll():
+            events.append(event)
+            if predicate(event):
+                return events
+        time.sleep(0.02)
+    raise AssertionError(f"no such event within {seconds} s; got {[e['event'] for e in events]}")
+
+
+class RegistrationJobTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pair = testdata.pet_like_pair()
+
+    def test_progress_events_arrive_in_order(self):
+        job = jobs.start_registration(self.pair.fixed, self.pair.moving, testdata.FAST_SETTINGS)
+        events = eventsUntil(job, lambda e: e["event"] == "end", 120)
+        kinds = " ".join(e["event"] for e in events)
+        self.assertRegex(kinds, r"^started( iteration)+( warning)* result end$")
+        counts = [e["count"] for e in events if e["event"] == "iteration"]
+        self.assertEqual(counts, list(range(1, len(counts) + 1)))
+        self.assertEqual(events[0]["pid"], job.process.pid)
+        self.assertEqual(job.state, jobs.FINISHED)
+        self.assertEqual(events[-2]["iterations"], len(counts))
+        result = job.registration_result()
+        self.assertEqual(len(result.trace), len(counts))
+        self.assertTrue((job.folder / "output" / "transform.tfm").is_file())
+        self.assertEqual(job.poll(), [])  # nothing after the end
+
+    def test_cancel_ends_the_child_within_a_second_and_returns_nothing(self):
+        job = jobs.start_registration(self.pair.fixed, self.pair.moving, LONG)
+        eventsUntil(job, lambda e: e["event"] == "iteration")
+        started = time.monotonic()
+        job.cancel()
+        self.assertTrue(job.wait(1.0), "the child still runs a second after cancel")
+        self.assertLess(time.monotonic() - started, 1.0)
+        self.assertIsNotNone(job.process.poll())
+        self.assertEqual(job.state, jobs.CANCELLED)
+        self.assertIsNone(job.result)
+        self.assertFalse((job.folder / "output" / jobs.RESULT_PICKLE).exists())
+        with self.assertRaisesRegex(jobs.JobError, "cancelled"):
+            job.registration_result()
+        self.assertEqual(job.poll()[-1]["event"], "end")
+
+    def test_killed_child_is_one_clear_error(self):
+        job = jobs.start_registration(self.pair.fixed, self.pair.moving, LONG)
+        eventsUntil(job, lambda e: e["event"] == "iteration")
+        os.kill(job.process.pid, signal.SIGKILL)
+        end = eventsUntil(job, lambda e: e["event"] == "end", 10)[-1]
+        self.assertEqual(end["state"], jobs.FAILED)
+        self.assertEqual(job.error, end["error"])
+        self.assertRegex(job.error, r"^The registration process was killed \(SIGKILL; .*\) and left no result\.$")
+        self.assertIsNone(job.result)
+
+    def test_engine_error_in_the_child_is_its_one_line_message(self):
+        constant = testdata.sitk.Image(self.pair.fixed.GetSize(), testdata.sitk.sitkFloat32)
+        constant.CopyInformation(self.pair.fixed)
+        job = jobs.start_registration(constant, self.pair.moving, testdata.FAST_SETTINGS)
+        self.assertTrue(job.wait(60))
+        self.assertEqual(job.state, jobs.FAILED)
+        self.assertIn("constant", job.error)
+        self.assertNotIn("\n", job.error)
+        self.assertEqual(job.process.returncode, 2)
+
+    def test_child_environment_puts_the_library_first(self):
+        environment = jobs.child_environment({"PYTHONPATH": "/elsewhere"})
+        self.assertEqual(environment["PYTHONPATH"].split(os.pathsep), [str(jobs.LIBRARY_ROOT), "/elsewhere"])
+        self.assertEqual(jobs.command("py", Path("f"))[1:4], ["-m", "SpacingRegistrationLib.cli", "job"])
+
+
+class StudyJobTest(unittest.TestCase):
+    def test_cancel_keeps_finished_runs_and_the_study_resumes(self):
+        pair = testdata.pet_like_pair()
+        spec = StudySpec(settings=testdata.FAST_SETTINGS, spacings=(1.0, 2.0, 3.0, 4.0), repeats=3,
+                         modes=("native-reproducible", "normalised-reproducible"))
+        with tempfile.TemporaryDirectory() as folder:
+            study = Path(folder) / "study"
+            job = jobs.start_study(pair.fixed, pair.moving, spec, study, executor="pool", workers=2)
+            events = eventsUntil(job, lambda e: e["event"] == "run", 180)
+            started = time.monotonic()
+            job.cancel()
+            self.assertTrue(job.wait(1.0), "the study's processes still run a second after cancel")
+            self.assertLess(time.monotonic() - started, 1.0)
+            events += job.poll()
+            self.assertEqual(job.state, jobs.CANCELLED)
+            self.assertEqual(events[1]["event"], "plan")
+            self.assertEqual((events[1]["executor"], events[1]["workers"], events[1]["total"]), ("pool", 2, 24))
+            reported = {e["run_id"] for e in events if e["event"] == "run"}
+            kept = set(open_study(study).rows)
+            self.assertTrue(reported <= kept, (reported, kept))
+            self.assertLess(len(kept), 24)
+
+            again = jobs.start_study(pair.fixed, pair.moving, spec, study, executor="pool", workers=2)
+            events = eventsUntil(again, lambda e: e["event"] == "end", 300)
+            self.assertEqual(again.state, jobs.FINISHED, again.error)
+            self.assertEqual(again.result["skipped"], len(kept))
+            self.assertEqual(again.result["runs"], 24)
+            dones = [e["done"] for e in events if e["event"] == "run"]
+            self.assertEqual(dones, sorted(dones))
+            store, analysis, paths = again.study_result()
+            self.assertEqual(len(store.rows), 24)
+            self.assertTrue(Path(paths["html"]).is_file())
+            self.assertEqual(len(analysis.groups), 8)
+
+
+if __name__ == "__main__":
+    unittest.main()
