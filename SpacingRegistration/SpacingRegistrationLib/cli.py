@@ -23,7 +23,7 @@ from .registration import RegistrationResult, run
 from .report import write_report
 from .resources import ResourceError
 from .safe_writes import write_transform
-from .settings import RegistrationSettings, SettingsError, from_dict, to_dict
+from .settings import RegistrationSettings, SettingsError, field_info, from_dict, to_dict
 from .study_runner import EXECUTORS, run_study
 from .study_spec import StudySpec, spec_from_dict
 from .study_store import StudyFolderError, open_study
@@ -47,17 +47,26 @@ def _parse_optional(kind):
     return parse
 
 
+def _help(dest: str, default) -> str:
+    """An option's help from the settings field's metadata (settings.setting): label, unit, choices, default."""
+    info = field_info(dest)
+    unit = f" ({info['unit']})" if info["unit"] else ""
+    choices = f": {', '.join(info['choices'])}" if "choices" in info else ""
+    return f"{info['label']}{unit}{choices} (default {default})".replace("%", "%%")  # argparse formats help with %
+
+
 def _add_field(group, flag: str, dest: str, annotation: str, default):
-    """One option per settings field; its type comes from the dataclass annotation."""
+    """One option per settings field; its type comes from the dataclass annotation, its help from the metadata."""
     if annotation == "bool":
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"(default {default})")
+                           help=_help(dest, default))
     elif annotation.startswith("tuple"):
-        group.add_argument(flag, dest=dest, type=int, nargs=3, metavar=("X", "Y", "Z"), help=f"(default {list(default)})")
+        group.add_argument(flag, dest=dest, type=int, nargs=3, metavar=("X", "Y", "Z"),
+                           help=_help(dest, list(default)))
     else:
         kind = {"int": int, "float": float, "str": str}[annotation.split(" |")[0]]
         parse = _parse_optional(kind) if "None" in annotation else kind
-        group.add_argument(flag, dest=dest, type=parse, help=f"(default {default})")
+        group.add_argument(flag, dest=dest, type=parse, help=_help(dest, default))
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser):
