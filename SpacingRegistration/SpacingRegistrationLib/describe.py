@@ -45,8 +45,9 @@ def describe_result(result: RegistrationResult) -> str:
     ]
     if result.plausibility is not None:
         p = result.plausibility
-        lines.append(f"  dense metric: identity {p.metric_identity:.6g} -> result {p.metric_result:.6g} "
-                     f"(improvement {p.improvement:.4g}); min Jacobian determinant {p.min_jacobian_determinant:.4g}")
+        lines.append(f"  plausibility metric: identity {p.metric_identity:.6g} -> result {p.metric_result:.6g} "
+                     f"(improvement {p.improvement:.4g}; {p.evaluation}); min Jacobian determinant "
+                     f"{p.min_jacobian_determinant:.4g}")
     if result.displacement is not None:
         d = result.displacement
         lines.append(f"  displacement: mean {d.mean_voxels:.4g} / max {d.max_voxels:.4g} voxels "

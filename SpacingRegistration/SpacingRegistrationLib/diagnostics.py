@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import probes
+from . import method, probes
 
 if TYPE_CHECKING:
     from .registration import IterationRecord, RegistrationResult
@@ -101,10 +102,12 @@ def lbfgs2_report(fixed, moving, initial, settings: RegistrationSettings, final_
     means the first line search cannot succeed.
     """
     spacing = float(min(fixed.GetSpacing()))
-    gradient = probes.metric_gradient(fixed, moving, initial, settings)
+    started = time.perf_counter()
+    _value, gradient = probes.metric_value_and_gradient(fixed, moving, initial, settings)
+    probe_seconds = time.perf_counter() - started
     norm = float(np.linalg.norm(gradient))
     threshold = settings.lbfgs2.solution_accuracy * max(1.0, float(np.linalg.norm(final_position)))
-    report = {"maximum_step_mm": spacing, "metric_gradient_norm": norm,
+    report = {"maximum_step_mm": spacing, "metric_gradient_norm": norm, "gradient_probe_s": probe_seconds,
               "convergence_test": {"epsilon": settings.lbfgs2.solution_accuracy,
                                    "final_position_norm": float(np.linalg.norm(final_position)),
                                    "gradient_norm_must_fall_below": threshold}}
@@ -112,25 +115,56 @@ def lbfgs2_report(fixed, moving, initial, settings: RegistrationSettings, final_
         return {**report, "note": "the metric gradient is exactly zero at the start"}
     direction = -gradient / norm
     shift = probes.max_shift(initial, direction, fixed)
-    slope = probes.slope_along(fixed, moving, initial, direction, settings, SLOPE_STEP_VOXELS * spacing / shift)
     handed = spacing / shift if settings.scales_estimator != "none" else norm
-    ratio = handed / abs(slope) if slope != 0 else float("inf")
     report["convergence_test"]["initial_handed_gradient_norm"] = handed
+    report.update(first_trial_step_voxels=shift / spacing, unit_parameter_shift_mm=shift, handed_gradient_norm=handed)
+    if settings.scales_estimator == "none":
+        # Without an estimator ITK hands libLBFGS the metric's own gradient: the ratio is 1 up to the accuracy of
+        # the analytic derivative, so the two slope probes are skipped.
+        return {**report, "slope_along_descent": None, "gradient_slope_ratio": None, "sufficient_decrease_load": None,
+                "note": "no scales estimator: the metric's own gradient is handed over (gradient/slope ratio ~1, "
+                        "not measured)"}
+    slope = probes.slope_along(fixed, moving, initial, direction, settings, SLOPE_STEP_VOXELS * spacing / shift)
+    ratio = handed / abs(slope) if slope != 0 else float("inf")
     return {**report,
-            "first_trial_step_voxels": shift / spacing,
-            "unit_parameter_shift_mm": shift,
             "slope_along_descent": slope,
-            "handed_gradient_norm": handed,
             "gradient_slope_ratio": ratio,
             "sufficient_decrease_load": settings.lbfgs2.line_search_accuracy * ratio}
 
 
+def estimator_report(fixed, settings: RegistrationSettings, scales: dict, optimisation_seconds: float,
+                     evaluation_seconds: float | None) -> dict:
+    """What the scales estimator cost the run, and whether its work changed anything.
+
+    ITK 5.4's LBFGS2 re-runs the estimator after every metric evaluation (and twice at the start); one
+    estimation E is timed (:func:`probes.scales_estimation_seconds`). Without a metric-evaluation event the
+    number of evaluations is estimated as (run time - 2E) / (E + c), c being a learning-rate-0 probe of the run's
+    metric (set-up + one evaluation, so at least one evaluation's cost); the share (evaluations + 2) x E / run
+    time is therefore a lower estimate, and leaves out the step-scale estimation over every voxel that the
+    learning-rate estimate adds while the iteration counter is 0.
+    """
+    radius = method.central_region_radius(settings)
+    one = probes.scales_estimation_seconds(fixed, settings, radius)
+    per_evaluation = one + (evaluation_seconds or 0.0)
+    evaluations = max(0.0, optimisation_seconds - 2 * one) / per_evaluation if per_evaluation > 0 else 0.0
+    share = min(1.0, (evaluations + 2) * one / optimisation_seconds) if optimisation_seconds > 0 else 0.0
+    return {"estimator": settings.scales_estimator, "central_region_radius": radius,
+            "one_estimation_s": one, "evaluations_estimated": evaluations, "share_of_registration": share,
+            "uniform": scales.get("uniform_at_rounding_level"), "changed_during_run": scales.get("changed_during_run"),
+            "evaluation": "one estimation timed on a small image with the same control grid, scaled to this image's "
+                          "central region; share = (estimated evaluations + 2) x one estimation / run time"}
+
+
 def optimizer_report(fixed, moving, initial, settings: RegistrationSettings, trace: list[IterationRecord],
-                     final_position: np.ndarray) -> dict:
-    """Optimizer facts for the result: scales behaviour, and for LBFGS2 the line-search quantities."""
+                     final_position: np.ndarray, optimisation_seconds: float = 0.0) -> dict:
+    """Optimizer facts for the result: scales behaviour, for LBFGS2 the line-search quantities, and with a
+    scales estimator its share of the ``optimisation_seconds``."""
     report = {"scales": scales_report(trace)}
     if settings.optimizer == "lbfgs2":
         report["lbfgs2"] = lbfgs2_report(fixed, moving, initial, settings, final_position)
+    if settings.scales_estimator != "none":
+        report["scales_estimator"] = estimator_report(fixed, settings, report["scales"], optimisation_seconds,
+                                                      report.get("lbfgs2", {}).get("gradient_probe_s"))
     return report
 
 
@@ -173,15 +207,24 @@ def warnings_for(result: RegistrationResult) -> list[str]:
     if s.sampling_strategy != "none" and s.sampling_seed is None:
         messages.append("The sampling seed is the wall clock: every run samples different points.")
     scales = result.optimizer["scales"]
-    if scales.get("uniform_at_rounding_level") and s.scales_estimator != "none":
-        messages.append(f"The {s.scales_estimator} scales are uniform ({scales['first'][0]:.3g}) to rounding level and "
-                        "re-estimated at every metric evaluation, which takes most of the run time.")
+    estimator = result.optimizer.get("scales_estimator")
+    if estimator is not None:
+        uniform = "uniform" if scales.get("uniform_at_rounding_level") else "not uniform"
+        text = (f"The {s.scales_estimator} scales estimator (central region radius {estimator['central_region_radius']}) "
+                f"took about {estimator['share_of_registration']:.0%} of the registration ({estimator['one_estimation_s']:.3g} s "
+                f"per estimation, re-run after every metric evaluation); its scales were {uniform}"
+                + (f" ({scales['first'][0]:.3g})" if scales.get("first") else "") + ".")
+        if s.scales_estimator == "physical_shift" and s.optimizer == "lbfgs2":
+            text += (" scales_estimator='physical_shift_fast' (the same estimator on the central voxel) is the same "
+                     "registration up to rounding when the scales stay constant: ITK divides the gradient by the "
+                     "uniform scale and its learning-rate estimate multiplies it back.")
+        messages.append(text)
     if scales.get("changed_during_run"):
         messages.append("The optimizer scales changed during the run (at rounding level), which rescales the gradient.")
     plausibility = result.plausibility
     if plausibility is not None and result.moved:
         if plausibility.metric_result > plausibility.metric_identity:
-            messages.append(f"The result is worse than the identity on the dense metric "
+            messages.append(f"The result is worse than the identity on the plausibility check's fixed sample "
                             f"({plausibility.metric_result:.6g} vs {plausibility.metric_identity:.6g}).")
         if plausibility.folding:
             messages.append(f"The deformation folds: the smallest Jacobian determinant is "

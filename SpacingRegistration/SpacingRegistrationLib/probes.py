@@ -7,17 +7,33 @@ sees is read from a one-iteration gradient descent with learning rate 0 instead.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import SimpleITK as sitk
 
-from .method import configure_metric, global_thread_count, global_threads, work_units
+from .method import configure_metric, global_thread_count, global_threads, set_scales_estimator, work_units
 from .settings import RegistrationSettings
 
 
-def _probe(fixed, moving, transform, settings, learning_rate: float) -> tuple[float, np.ndarray]:
-    """Metric value at ``transform`` and the position after one plain gradient step of ``learning_rate``."""
+#: The fixed sample set of the plausibility check: REGULAR sampling of this percentage with this seed, the same
+#: points for the identity and the result, independent of the optimizer's own samples.
+PLAUSIBILITY_SAMPLING_PERCENTAGE = 5.0
+PLAUSIBILITY_SAMPLING_SEED = 20240229
+
+
+def _probe(fixed, moving, transform, settings, learning_rate: float,
+           gradient_filters: bool = True) -> tuple[float, np.ndarray]:
+    """Metric value at ``transform`` and the position after one plain gradient step of ``learning_rate``.
+
+    ``gradient_filters`` False skips the metric's whole-image gradient filters: the value is the same to the bit
+    (Mattes MI's value does not use image gradients), only the derivative changes, so value probes save them.
+    """
     method = sitk.ImageRegistrationMethod()
     configure_metric(method, settings)
+    if not gradient_filters:
+        method.SetMetricUseFixedImageGradientFilter(False)
+        method.SetMetricUseMovingImageGradientFilter(False)
     method.SetOptimizerAsGradientDescent(learningRate=learning_rate, numberOfIterations=1,
                                          estimateLearningRate=method.Never)
     units = work_units(settings)
@@ -37,13 +53,69 @@ def _probe(fixed, moving, transform, settings, learning_rate: float) -> tuple[fl
 
 def sampled_metric(fixed, moving, transform: sitk.BSplineTransform, settings: RegistrationSettings) -> float:
     """The metric exactly as the optimizer evaluates it (same sampling set) at ``transform``."""
-    return _probe(fixed, moving, transform, settings, learning_rate=0.0)[0]
+    return _probe(fixed, moving, transform, settings, learning_rate=0.0, gradient_filters=False)[0]
 
 
-def metric_gradient(fixed, moving, transform: sitk.BSplineTransform, settings: RegistrationSettings) -> np.ndarray:
-    """ITK's metric derivative at ``transform`` (parameters order), as the optimizer receives it unscaled."""
+def plausibility_metric(fixed, moving, transform: sitk.BSplineTransform, settings: RegistrationSettings) -> float:
+    """The metric at ``transform`` on the plausibility check's fixed sample set (see PLAUSIBILITY_SAMPLING_*)."""
+    sample = settings.replace(sampling_strategy="regular", sampling_percentage=PLAUSIBILITY_SAMPLING_PERCENTAGE,
+                              sampling_seed=PLAUSIBILITY_SAMPLING_SEED)
+    return _probe(fixed, moving, transform, sample, learning_rate=0.0, gradient_filters=False)[0]
+
+
+def plausibility_evaluation() -> str:
+    """How :func:`plausibility_metric` evaluates, for the result."""
+    return (f"sampled: the same {PLAUSIBILITY_SAMPLING_PERCENTAGE:g} % REGULAR sample (seed "
+            f"{PLAUSIBILITY_SAMPLING_SEED}) for identity and result, independent of the optimizer's samples")
+
+
+def metric_value_and_gradient(fixed, moving, transform: sitk.BSplineTransform,
+                              settings: RegistrationSettings) -> tuple[float, np.ndarray]:
+    """The sampled metric and ITK's derivative at ``transform`` (parameters order), as the optimizer receives
+    them unscaled."""
     start = np.asarray(transform.GetParameters())
-    return start - _probe(fixed, moving, transform, settings, learning_rate=1.0)[1]
+    value, position = _probe(fixed, moving, transform, settings, learning_rate=1.0)
+    return value, start - position
+
+
+def scales_estimation_seconds(image: sitk.Image, settings: RegistrationSettings, radius: int) -> float:
+    """Process CPU seconds of one scales estimation of ``settings``' estimator with central region ``radius``.
+
+    ITK's cost for a BSpline is parameters x central-region voxels x 2 transformed points, whatever the image
+    size, so it is timed on a small image with the same control grid, at radius min(radius, 2), and scaled by
+    the number of central-region voxels ``image`` would give. Timed as the difference between a learning-rate-0
+    gradient descent with and without the estimator (ITK estimates the scales twice when it starts).
+    """
+    from .grid import initial_bspline
+
+    dimension = image.GetDimension()
+    probe_radius = min(radius, 2)
+    size = [max(2 * probe_radius + 1, 6)] * dimension
+    small = sitk.Image(size, sitk.sitkFloat32)
+    small.SetDirection(image.GetDirection())
+    small = sitk.AdditiveGaussianNoise(small, 1.0, 0.0, 7)
+    grid_settings = settings.replace(spacing_override=None, normalised_units=False)
+    mesh = initial_bspline(image, grid_settings).GetFixedParameters()[:dimension]
+    initial = sitk.BSplineTransformInitializer(small, [int(n) - 3 for n in mesh])
+    seconds = []
+    for estimator in (False, True):
+        method = sitk.ImageRegistrationMethod()
+        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+        method.SetMetricUseFixedImageGradientFilter(False)
+        method.SetMetricUseMovingImageGradientFilter(False)
+        method.SetOptimizerAsGradientDescent(learningRate=0.0, numberOfIterations=1, estimateLearningRate=method.Never)
+        if estimator:
+            set_scales_estimator(method, settings.scales_estimator, probe_radius,
+                                 settings.scales_small_parameter_variation)
+        method.SetNumberOfWorkUnits(1)
+        method.SetInitialTransform(sitk.BSplineTransform(initial), inPlace=False)
+        with global_thread_count(1):
+            start = time.process_time()
+            method.Execute(small, small)
+            seconds.append(time.process_time() - start)
+    per_probe_voxel = max(seconds[1] - seconds[0], 0.0) / 2 / (2 * probe_radius + 1) ** dimension
+    voxels = int(np.prod([min(2 * radius + 1, n) for n in image.GetSize()]))
+    return per_probe_voxel * voxels
 
 
 def max_shift(transform: sitk.BSplineTransform, parameters: np.ndarray, image: sitk.Image) -> float:

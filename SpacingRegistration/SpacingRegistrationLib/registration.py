@@ -177,7 +177,8 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
         "timing": _timing(observer.trace, start_wall, end_wall, end_cpu - start_cpu),
         "threading": threading_setup,
         "optimizer": diagnostics.optimizer_report(work_fixed, work_moving, initial_bspline(work_fixed, settings),
-                                                  settings, observer.trace, np.asarray(optimised.GetParameters())),
+                                                  settings, observer.trace, np.asarray(optimised.GetParameters()),
+                                                  end_wall - start_wall),
     }
     transform = images.bspline_from_normalised_units(optimised, factor, origin) if settings.normalised_units \
         else optimised
@@ -308,10 +309,10 @@ def _assemble(fixed, moving, transform, settings, factor, run_facts, mask) -> Re
 def _plausibility(fixed, moving, transform, settings, field_mm, displacement) -> Plausibility:
     identity = sitk.BSplineTransform(transform)
     identity.SetParameters([0.0] * len(transform.GetParameters()))
-    metric_identity = method.evaluate_metric(fixed, moving, identity, settings)
-    metric_result = method.evaluate_metric(fixed, moving, transform, settings)
+    metric_identity = probes.plausibility_metric(fixed, moving, identity, settings)
+    metric_result = probes.plausibility_metric(fixed, moving, transform, settings)
     jacobian = minimum_jacobian_determinant(field_mm, fixed)
     return Plausibility(
-        metric_identity=metric_identity, metric_result=metric_result, evaluation="dense (every voxel)",
+        metric_identity=metric_identity, metric_result=metric_result, evaluation=probes.plausibility_evaluation(),
         improvement=metric_identity - metric_result, max_displacement_voxels=displacement.max_voxels,
         image_size_voxels=tuple(fixed.GetSize()), min_jacobian_determinant=jacobian, folding=jacobian <= 0)

@@ -14,7 +14,9 @@ from typing import Any
 
 SAMPLING_STRATEGIES = ("none", "regular", "random")
 OPTIMIZERS = ("lbfgs2", "lbfgsb", "gradient_descent")
-SCALES_ESTIMATORS = ("none", "physical_shift", "index_shift", "jacobian")
+#: ``physical_shift_fast``: the physical-shift estimator on the central voxel only (radius 0), the fast equivalent of
+#: ``physical_shift`` for a BSpline (see method.configure_optimizer).
+SCALES_ESTIMATORS = ("none", "physical_shift", "physical_shift_fast", "index_shift", "jacobian")
 INTERPOLATORS = ("linear", "nearest", "bspline", "gaussian", "label_gaussian", "hamming_windowed_sinc")
 GRID_SPECIFICATIONS = ("mesh_size", "spacing_mm", "spacing_voxels")
 LEARNING_RATE_ESTIMATIONS = ("never", "once", "each_iteration")

@@ -129,10 +129,10 @@ class CallProfiler:
             (images, "check_pair"), (registration, "initial_bspline"), (method, "build_method"),
             (sitk.ImageRegistrationMethod, "Execute"), (sitk.ImageRegistrationMethod, "MetricEvaluate"),
             (probes, "sampled_metric"), (diagnostics, "optimizer_report"), (diagnostics, "lbfgs2_report"),
-            (probes, "metric_gradient"), (probes, "max_shift"), (probes, "slope_along"),
+            (probes, "metric_value_and_gradient"), (probes, "plausibility_metric"), (probes, "scales_estimation_seconds"), (diagnostics, "estimator_report"), (probes, "max_shift"), (probes, "slope_along"),
             (registration, "_assemble"), (registration, "_coefficients"), (registration, "displacement_array"),
             (registration, "field_statistics"), (registration, "grid_geometry"), (registration, "_plausibility"),
-            (method, "evaluate_metric"), (registration, "minimum_jacobian_determinant"),
+            (registration, "minimum_jacobian_determinant"),
             (diagnostics, "warnings_for"),
         ]
         for owner, name in targets:

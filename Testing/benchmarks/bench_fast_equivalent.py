@@ -1,0 +1,207 @@
+#!/usr/bin/env python
+"""The reported set-up against its fast equivalent (issue 10 §1), over sampling seeds.
+
+    nice -n 10 .venv/bin/python Testing/benchmarks/bench_fast_equivalent.py [--seeds 8] [--workers 2] [--quick]
+
+Both run in reproducible mode (one work unit, one thread) through the engine's own method builder
+(``method.build_method``), timing ``Execute`` only:
+- reported set-up: ``scales_estimator='physical_shift'`` (central region radius 5), the defaults;
+- fast equivalent: ``scales_estimator='physical_shift_fast'`` (the same estimator on the central voxel).
+Pairs: the bundled demo pair (MNI152 PET-like at 4 mm with its known deformation, as ``spacingreg demo``
+makes it); the real mouse FDG PET gate T warped by a known smooth deformation (fixed = T(x + u(x)),
+moving = T); and the real mouse gates T/R (no truth: dense Mattes MI improvement over the identity).
+Per seed: error against the truth (mean |recovered - true| in voxels inside the object, fixed > its mean;
+the whole image's mean beside it), whether each moved,
+the largest transform difference, CPU and wall time. Goals: mean error over seeds within 0.02 voxels, no
+seed where only one moved, CPU time ratio fast/reported <= 1/20. Runs are spread over ``--workers``
+processes, longest first; CPU time (per process) is the ratio's measure, wall beside it. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "SpacingRegistration"))
+
+from SpacingRegistrationLib import method, sample_data  # noqa: E402
+from SpacingRegistrationLib.displacement import displacement_array, field_statistics, to_voxel_units  # noqa: E402
+from SpacingRegistrationLib.grid import initial_bspline  # noqa: E402
+from SpacingRegistrationLib.settings import RegistrationSettings  # noqa: E402
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CONFIGS = {"reported": "physical_shift", "fast": "physical_shift_fast"}
+GOALS = {"mean_error_difference_voxels": 0.02, "only_one_moved": 0, "time_ratio": 1 / 20}
+#: Known deformation of the mouse gate: largest displacement in voxels.
+MOUSE_WARP_VOXELS = 1.5
+
+
+def mouse_warped_pair() -> tuple[sitk.Image, sitk.Image, np.ndarray]:
+    """Real mouse gate T and T warped by a known smooth deformation u: fixed(x) = T(x + u(x)), moving = T."""
+    gate, _ = sample_data.load_mouse_pet(SHARED_DATA)
+    size = np.array(gate.GetSize())
+    index = np.indices(size[::-1], dtype=float)[::-1]
+    p = np.stack([2 * index[a] / (size[a] - 1) - 1 for a in range(3)], axis=-1)  # [-1, 1] per axis, (z, y, x, 3)
+    u = np.zeros_like(p)
+    u[..., 0] = np.sin(np.pi * (p[..., 1] + p[..., 2]) / 2 + 0.4)
+    u[..., 1] = np.sin(np.pi * (p[..., 0] - p[..., 2]) / 2 + 1.3)
+    u[..., 2] = np.sin(np.pi * (p[..., 0] + p[..., 1]) / 2 + 2.1)
+    u *= MOUSE_WARP_VOXELS * gate.GetSpacing()[0] / np.linalg.norm(u, axis=-1).max()
+    field = sitk.GetImageFromArray(u, isVector=True)
+    field.CopyInformation(gate)
+    warp = sitk.DisplacementFieldTransform(sitk.Image(field))
+    fixed = sitk.Resample(gate, gate, warp, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return fixed, gate, u
+
+
+def load_pairs(quick: bool) -> dict:
+    """name -> (fixed, moving, truth field (numpy, LPS mm, fixed grid) or None)."""
+    paths = sample_data.fetch_mni152()
+    demo = sample_data.make_pet_like_pair(paths["gm"], paths["wm"], voxel_size_mm=4.0)
+    pairs = {"demo pair (MNI152 4 mm, known warp)": (demo.fixed, demo.moving,
+                                                     sitk.GetArrayFromImage(demo.displacement))}
+    if not quick:
+        pairs["mouse gate T, known warp"] = mouse_warped_pair()
+        fixed, moving = sample_data.load_mouse_pet(SHARED_DATA)
+        pairs["mouse gates T/R (no truth)"] = (fixed, moving, None)
+    return pairs
+
+
+_PAIRS: dict = {}
+
+
+def _initialise(quick: bool):
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    _PAIRS.update(load_pairs(quick))
+
+
+def dense_metric(fixed, moving, transform) -> float:
+    R = sitk.ImageRegistrationMethod()
+    R.SetMetricAsMattesMutualInformation(50)
+    R.SetMetricSamplingStrategy(R.NONE)
+    R.SetInterpolator(sitk.sitkLinear)
+    R.SetNumberOfWorkUnits(1)
+    R.SetInitialTransform(sitk.Transform(transform), inPlace=False)
+    return R.MetricEvaluate(fixed, moving)
+
+
+def run_one(task: tuple[str, str, int]) -> dict:
+    """One registration of ``pair`` with ``config`` and ``seed``; Execute timed alone."""
+    pair_name, config, seed = task
+    fixed, moving, truth = _PAIRS[pair_name]
+    settings = RegistrationSettings(reproducible=True, sampling_seed=seed, scales_estimator=CONFIGS[config])
+    initial = initial_bspline(fixed, settings)
+    registration = method.build_method(settings, initial)
+    scales = []
+    registration.AddCommand(sitk.sitkIterationEvent, lambda: scales.append(registration.GetOptimizerScales()[0]))
+    with method.global_thread_count(1):
+        wall, cpu = time.perf_counter(), time.process_time()
+        transform = sitk.BSplineTransform(registration.Execute(fixed, moving))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    registration.RemoveAllCommands()
+    field = displacement_array(transform, fixed)
+    row = {"pair": pair_name, "config": config, "seed": seed, "cpu": cpu, "wall": wall,
+           "parameters": np.asarray(transform.GetParameters()), "field": field,
+           "moved": bool(np.any(np.asarray(transform.GetParameters()) != 0)), "events": len(scales),
+           "scales_constant": len(set(scales)) <= 1, "first_scale": scales[0] if scales else float("nan")}
+    if truth is not None:
+        array = sitk.GetArrayViewFromImage(fixed)
+        row["error"] = field_statistics(field - truth, fixed, array > array.mean()).mean_voxels
+        row["error_image"] = field_statistics(field - truth, fixed).mean_voxels
+    else:
+        identity = sitk.BSplineTransform(transform)
+        identity.SetParameters([0.0] * len(transform.GetParameters()))
+        row["improvement"] = dense_metric(fixed, moving, identity) - dense_metric(fixed, moving, transform)
+    return row
+
+
+def compare(pair_name: str, rows: list[dict], fixed: sitk.Image) -> dict:
+    by = {(r["config"], r["seed"]): r for r in rows if r["pair"] == pair_name}
+    seeds = sorted({seed for _, seed in by})
+    measure = "error" if "error" in next(iter(by.values())) else "improvement"
+    unit = "voxels inside the object (fixed > its mean)" if measure == "error" else "(dense MI)"
+    print(f"\n=== {pair_name}: {measure} {unit} per sampling seed, reported set-up vs fast equivalent ===")
+    print(f"    {'seed':>4} {'reported':>10} {'fast':>10} {'moved r/f':>9} {'max |dp| mm':>12} {'max field diff vox':>18} "
+          f"{'bit-identical':>13} {'scales const r/f':>16} {'CPU r s':>8} {'CPU f s':>8} {'ratio':>7}")
+    summary = {"rep": [], "fast": [], "only_one_moved": 0, "identical": 0, "max_dp": 0.0, "max_field": 0.0,
+               "cpu_r": 0.0, "cpu_f": 0.0, "wall_r": 0.0, "wall_f": 0.0}
+    for seed in seeds:
+        r, f = by[("reported", seed)], by[("fast", seed)]
+        dp = float(np.abs(r["parameters"] - f["parameters"]).max())
+        field = float(np.linalg.norm(to_voxel_units(r["field"] - f["field"], fixed), axis=-1).max())
+        identical = bool(np.array_equal(r["parameters"], f["parameters"]))
+        summary["rep"].append(r[measure])
+        summary["fast"].append(f[measure])
+        summary["only_one_moved"] += r["moved"] != f["moved"]
+        summary["identical"] += identical
+        summary["max_dp"] = max(summary["max_dp"], dp)
+        summary["max_field"] = max(summary["max_field"], field)
+        for key, row in (("r", r), ("f", f)):
+            summary[f"cpu_{key}"] += row["cpu"]
+            summary[f"wall_{key}"] += row["wall"]
+        print(f"    {seed:>4} {r[measure]:>10.4f} {f[measure]:>10.4f} {'yes' if r['moved'] else 'no':>4}/"
+              f"{'yes' if f['moved'] else 'no':<4} {dp:>12.3g} {field:>18.3g} {'yes' if identical else 'no':>13} "
+              f"{'yes' if r['scales_constant'] else 'no':>8}/{'yes' if f['scales_constant'] else 'no':<7} "
+              f"{r['cpu']:>8.2f} {f['cpu']:>8.2f} {f['cpu'] / r['cpu']:>7.4f}")
+    rep, fast = np.array(summary["rep"]), np.array(summary["fast"])
+    if measure == "error":
+        whole = [np.mean([by[(config, seed)]["error_image"] for seed in seeds]) for config in CONFIGS]
+        print(f"    mean error over the whole image: reported {whole[0]:.4f}, fast {whole[1]:.4f} voxels "
+              f"(|difference| {abs(whole[0] - whole[1]):.4f})")
+    difference = abs(rep.mean() - fast.mean())
+    ratio = summary["cpu_f"] / summary["cpu_r"]
+    print(f"    distribution over {len(seeds)} seeds: reported mean {rep.mean():.4f} (min {rep.min():.4f}, median "
+          f"{np.median(rep):.4f}, max {rep.max():.4f}); fast mean {fast.mean():.4f} (min {fast.min():.4f}, median "
+          f"{np.median(fast):.4f}, max {fast.max():.4f})")
+    goal = GOALS["mean_error_difference_voxels"]
+    print(f"    |difference of means| {difference:.4f}" + (f" voxels (goal <= {goal}): {'MET' if difference <= goal else 'NOT MET'}"
+                                                          if measure == "error" else " (dense MI; no truth)"))
+    print(f"    seeds where only one moved: {summary['only_one_moved']} (goal 0): "
+          f"{'MET' if summary['only_one_moved'] == 0 else 'NOT MET'}")
+    print(f"    bit-identical transforms: {summary['identical']} of {len(seeds)} seeds; largest parameter difference "
+          f"{summary['max_dp']:.3g} mm, largest field difference {summary['max_field']:.3g} voxels")
+    print(f"    time: reported CPU {summary['cpu_r']:.1f} s (wall {summary['wall_r']:.1f} s), fast CPU "
+          f"{summary['cpu_f']:.1f} s (wall {summary['wall_f']:.1f} s); CPU ratio fast/reported {ratio:.4f} = 1/"
+          f"{1 / ratio:.1f} (goal <= 1/20): {'MET' if ratio <= GOALS['time_ratio'] else 'NOT MET'}; wall ratio "
+          f"{summary['wall_f'] / summary['wall_r']:.4f}")
+    return {"difference": difference, "ratio": ratio, **summary}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=8, help="sampling seeds 1..N")
+    parser.add_argument("--workers", type=int, default=2, help="processes (each one thread)")
+    parser.add_argument("--quick", action="store_true", help="the demo pair only")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    print(f"bench_fast_equivalent: SimpleITK {sitk.Version_VersionString()}, {args.seeds} seeds, {args.workers} "
+          f"worker process(es), CPUs {os.cpu_count()}; reproducible mode (one work unit, one thread)")
+    pairs = load_pairs(args.quick)
+    for name, (fixed, _moving, _truth) in pairs.items():
+        print(f"  pair: {name}: {list(fixed.GetSize())} voxels of {fixed.GetSpacing()[0]:g} mm")
+    # Longest first (the reported set-up), so that the two workers finish together.
+    tasks = [(pair, config, seed) for config in CONFIGS for pair in pairs for seed in range(1, args.seeds + 1)]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=context, initializer=_initialise,
+                                                initargs=(args.quick,)) as pool:
+        rows = list(pool.map(run_one, tasks))
+    results = {name: compare(name, rows, pairs[name][0]) for name in pairs}
+    print("\n=== Summary (goals: |mean error difference| <= 0.02 voxels, no seed where only one moved, CPU ratio <= 1/20) ===")
+    for name, r in results.items():
+        print(f"    {name:<40} |diff of means| {r['difference']:.4f}  only one moved {r['only_one_moved']}  "
+              f"bit-identical {r['identical']}/{len(r['rep'])}  max field diff {r['max_field']:.3g} vox  "
+              f"CPU ratio 1/{1 / r['ratio']:.1f}")
+    print(f"total benchmark time {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
