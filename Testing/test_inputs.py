@@ -3,6 +3,7 @@
 import contextlib
 import io
 import shutil
+import struct
 import sys
 import tempfile
 import unittest
@@ -235,6 +236,32 @@ class HeaderOdditiesTest(unittest.TestCase):
                     read_image(path, "fixed image")
                 self.assertIn(expected, str(caught.exception))
                 self.assertIn(str(path), str(caught.exception))
+
+    def test_spacings_itk_would_silently_read_as_one_millimetre(self):
+        """NaN, infinite or zero spacing fields: ITK reads NIfTI's pixdim and NRRD's spacings as 1 mm."""
+        raw = np.random.default_rng(0).random(216).astype("<f4").tobytes()
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch)
+            image = sitk.GetImageFromArray(np.random.default_rng(1).random((6, 6, 6)).astype(np.float32))
+            image.SetSpacing((2.0, 2.0, 2.0))
+            sitk.WriteImage(image, str(folder / "whole.nii"))
+            header = (folder / "whole.nii").read_bytes()
+            files = {}
+            for label, value in (("nan", float("nan")), ("zero", 0.0), ("inf", float("inf"))):
+                files[f"pixdim {label}"] = folder / f"pixdim_{label}.nii"
+                files[f"pixdim {label}"].write_bytes(header[:80] + struct.pack("<f", value) + header[84:])
+                files[f"nrrd spacings {label}"] = folder / f"spacings_{label}.nrrd"
+                files[f"nrrd spacings {label}"].write_bytes(
+                    f"NRRD0004\ntype: float\ndimension: 3\nsizes: 6 6 6\nspacings: {value} 1 1\nendian: little\n"
+                    f"encoding: raw\n\n".encode() + raw)
+                files[f"mha spacing {label}"] = folder / f"spacing_{label}.mha"
+                files[f"mha spacing {label}"].write_bytes(
+                    f"ObjectType = Image\nNDims = 3\nDimSize = 6 6 6\nElementSpacing = {value} 1 1\n"
+                    f"ElementType = MET_FLOAT\nElementDataFile = LOCAL\n".encode() + raw)
+            for label, path in files.items():
+                with self.subTest(label), self.assertRaisesRegex(InputImageError, "NaN, infinite or zero spacing|NaN spacing"):
+                    read_image(path)
+            self.assertEqual(read_image(folder / "whole.nii").GetSpacing(), (2.0, 2.0, 2.0))
 
     def test_negative_spacing_in_a_file_becomes_a_flipped_direction(self):
         with tempfile.TemporaryDirectory() as scratch:

@@ -93,6 +93,18 @@ def _voxel_bytes(sizes, bytes_per_value: int) -> int:
     return math.prod(int(n) for n in sizes) * bytes_per_value
 
 
+def _check_spacings(values, where: str):
+    """NaN, infinite or zero spacings: ITK replaces some with 1 mm without a word (NIfTI pixdim, NRRD spacings),
+    which would register the image at a spacing nobody chose."""
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        raise ImageFileError(f"has an unreadable spacing {list(values)} in its header ({where})") from None
+    if not all(math.isfinite(v) and v != 0 for v in numbers):
+        raise ImageFileError(f"has a NaN, infinite or zero spacing {numbers} in its header ({where}); ITK reads "
+                             "some of these as 1 mm without a warning")
+
+
 # -- NIfTI ----------------------------------------------------------------------------------------------------------
 
 def _read_head(path: Path, count: int) -> bytes:
@@ -121,16 +133,19 @@ def _verify_nifti(path: Path):
     if header_size == 348:
         dims = struct.unpack(order + "8h", head[40:56])
         bitpix = struct.unpack(order + "h", head[72:74])[0]
+        pixdim = struct.unpack(order + "8f", head[76:108])
         vox_offset = int(struct.unpack(order + "f", head[108:112])[0])
         magic = head[344:348]
     else:
         bitpix = struct.unpack(order + "h", head[14:16])[0]
         dims = struct.unpack(order + "8q", head[16:80])
+        pixdim = struct.unpack(order + "8d", head[104:168])
         vox_offset = struct.unpack(order + "q", head[168:176])[0]
         magic = head[4:8]
     rank = dims[0]
     if not 1 <= rank <= 7 or any(n < 1 for n in dims[1:rank + 1]) or bitpix <= 0 or bitpix % 8:
         raise ImageFileError(f"has an invalid NIfTI header (dimensions {list(dims[:rank + 1])}, {bitpix} bits a value)")
+    _check_spacings(pixdim[1:min(rank, 3) + 1], "NIfTI pixdim")
     needed = _voxel_bytes(dims[1:rank + 1], bitpix // 8)
     single_file = magic[:3] in (b"n+1", b"n+2")
     if single_file:
@@ -190,6 +205,12 @@ def _verify_nrrd(path: Path):
         raise ImageFileError("has an NRRD header without valid 'sizes' and 'type' fields") from None
     if kind not in _NRRD_BYTES:
         raise ImageFileError(f"has an unsupported NRRD pixel type {kind!r}")
+    if "spacings" in fields:  # "nan" marks a non-spatial axis (e.g. vector components): check the others
+        spatial = [v for v in fields["spacings"].split() if v.lower() != "nan"]
+        if len(spatial) < min(len(sizes), 3):
+            raise ImageFileError(f"has a NaN spacing in its header (NRRD spacings: {fields['spacings']}); ITK would "
+                                 "read it as 1 mm")
+        _check_spacings(spatial, "NRRD spacings")
     encoding = fields.get("encoding", "raw").lower()
     encoding = {"gz": "gzip", "bz2": "bzip2", "txt": "ascii", "text": "ascii"}.get(encoding, encoding)
     needed = _voxel_bytes(sizes, _NRRD_BYTES[kind])
@@ -257,6 +278,8 @@ def _verify_metaimage(path: Path):
         raise ImageFileError("has a MetaImage header without valid DimSize and ElementType") from None
     if element not in _MET_BYTES:
         raise ImageFileError(f"has an unsupported MetaImage pixel type {element}")
+    if "elementspacing" in fields:
+        _check_spacings(fields["elementspacing"].split(), "MetaImage ElementSpacing")
     needed = _voxel_bytes(sizes, _MET_BYTES[element] * channels)
     data_file = fields["elementdatafile"]
     if data_file.upper() == "LOCAL":

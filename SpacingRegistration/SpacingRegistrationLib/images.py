@@ -51,7 +51,7 @@ def _itk_reason(message: str) -> str:
         return "is not an image in a format SimpleITK reads"
     if "Refusing to change spacing" in message:
         return f"has a zero or negative spacing in its header ({message.strip().splitlines()[-1].strip()[:200]})"
-    if "_nrrdSpaceVectorParse" in message or "_nrrdReadNrrdParse" in message:
+    if "_nrrdSpaceVectorParse" in message:
         return "has a malformed or non-finite (NaN/inf) vector in its NRRD header"
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     if any("pixel type" in line.lower() or "pixeltype" in line.lower() for line in lines):
