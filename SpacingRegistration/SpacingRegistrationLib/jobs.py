@@ -4,8 +4,9 @@ The pattern is SlicerMONAIAuto3DSeg's (``MONAIAuto3DSegLib/process.py``): the en
 ``PythonSlicer`` (started like ``slicer.util.launchConsoleProcess`` does: a pipe on stdout, text mode), a reader
 thread fills a queue, and the front end drains the queue from its own loop (a QTimer there, here any loop), so
 its main thread never waits. Cancel follows SlicerElastix (``Elastix.py``: Apply becomes Cancel and kills the
-engine process), softened: SIGTERM first (the child stops at its next iteration), SIGKILL to the child's process
-group (its pool workers too) after ``CANCEL_GRACE_SECONDS``.
+engine process), softened: SIGTERM to the child's process group first (the child stops at its next iteration),
+SIGKILL to the group (pool workers, and the real Python behind the PythonSlicer launcher) after
+``CANCEL_GRACE_SECONDS``.
 
 Unlike those extensions the child speaks a protocol: one JSON object per stdout line (``started``, ``iteration``,
 ``run``, ``warning``, ``result``, ``cancelled``, ``error``), its other output goes to ``job.log`` in the job
@@ -23,6 +24,7 @@ import json
 import os
 import pickle
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,14 +172,19 @@ class Job:
             return
         self._cancel_requested = True
         try:
-            self.process.terminate()
-        except ProcessLookupError:
+            if os.name == "posix":  # the whole group: behind PythonSlicer (a launcher) runs the real Python
+                os.killpg(self.process.pid, signal.SIGTERM)
+            else:
+                self.process.terminate()
+        except (ProcessLookupError, PermissionError):
             return
         timer = threading.Timer(CANCEL_GRACE_SECONDS, self._kill_group)
         timer.daemon = True
         timer.start()
 
     def _kill_group(self):
+        """SIGKILL the child's process group (its pool workers, and the real Python behind a launcher); on Windows
+        only the child itself (MONAIAuto3DSeg kills the tree with psutil there)."""
         if self.process.poll() is not None and os.name != "posix":
             return
         try:
@@ -204,6 +211,10 @@ class Job:
             if cancel is not None and cancel.is_set():
                 self.cancel()
             time.sleep(interval)
+
+    def remove_folder(self):
+        """Delete the job folder (inputs, outputs, log) once its results are in the scene."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines the child wrote outside the protocol (tracebacks, warnings)."""

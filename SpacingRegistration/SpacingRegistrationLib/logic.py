@@ -162,8 +162,11 @@ class RegistrationLogic:
         failed child raises jobs.JobError.
         """
         job = self.startRegistration(fixedVolumeNode, movingVolumeNode, settings)
-        job.run_to_end(progress, cancel)
-        finished = self.finishRegistration(job, outputTransformNode, outputTableNode)
+        try:
+            job.run_to_end(progress, cancel)
+            finished = self.finishRegistration(job, outputTransformNode, outputTableNode)
+        finally:
+            job.remove_folder()
         return None if finished is None else finished[0]
 
     def createOutputNodes(self, result, fixedVolumeNode=None, movingVolumeNode=None, outputTransformNode=None,
@@ -335,12 +338,13 @@ class RegistrationLogic:
         """The study on two volume nodes, waited for: (Job, dict of new nodes). ``progress`` gets every job event;
         setting ``cancel`` stops it, keeping the finished runs."""
         job = self.startStudy(fixedVolumeNode, movingVolumeNode, spec, outputFolder, executor=executor)
-        job.run_to_end(progress, cancel)
-        if job.state == jobs.FAILED:
-            raise jobs.JobError(job.error)
-        if job.result is None:
-            return job, {}
-        return job, self.finishStudy(job)[3]
+        try:
+            job.run_to_end(progress, cancel)
+            if job.state == jobs.FAILED:
+                raise jobs.JobError(job.error)
+            return job, {} if job.result is None else self.finishStudy(job)[3]
+        finally:
+            job.remove_folder()
 
 
 def _jsonDefault(value):

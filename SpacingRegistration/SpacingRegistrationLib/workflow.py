@@ -94,7 +94,7 @@ class Workflow:
 
     def _ended(self, job):
         if self.jobsFolder is None:
-            self._discard(job.folder)
+            job.remove_folder()
 
     @staticmethod
     def _discard(folder):
