@@ -177,6 +177,21 @@ class FileIntegrityTest(unittest.TestCase):
                               executor="sequential")
                 self.assertFalse((Path(scratch) / "study").exists())
 
+    def test_a_real_pet_gate_cut_short_is_refused(self):
+        """The real mouse FDG PET gate (gzip NRRD, 40^3 float): whole it reads; 64 bytes short it is refused with
+        the count of bytes, before ITK."""
+        from testdata import SHARED_DATA
+
+        real = SHARED_DATA / "mouse_fdg_pet_gate_R.nrrd"
+        if not real.is_file():
+            self.skipTest(f"{real} is not on this machine")
+        self.assertEqual(read_image(real).GetSize(), (40, 40, 40))
+        with tempfile.TemporaryDirectory() as scratch:
+            cut = Path(scratch) / real.name
+            cut.write_bytes(real.read_bytes()[:-64])
+            with self.assertRaisesRegex(InputImageError, r"is truncated: its gzip stream ends early \(\d+ of 256000"):
+                read_image(cut)
+
     def test_the_count_of_missing_bytes_is_given(self):
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "short.nii"
