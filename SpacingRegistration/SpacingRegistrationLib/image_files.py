@@ -59,26 +59,34 @@ def _stream_length(source, encoding: str, offset: int = 0, limit: int | None = N
     ``limit`` compressed bytes); raise when the stream is cut short or damaged. Nothing is kept in memory."""
     def fresh():
         return bz2.BZ2Decompressor() if encoding == "bzip2" else zlib.decompressobj(31 if encoding == "gzip" else 15)
-    decompressor, total, remaining = fresh(), 0, limit
+
+    decompressor, total, remaining, pending = fresh(), 0, limit, b""
     with open(source, "rb") as stream:
         stream.seek(offset)
+
+        def read() -> bytes:
+            nonlocal remaining
+            chunk = stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
+            if remaining is not None:
+                remaining -= len(chunk)
+            return chunk
+
         try:
-            while True:
-                chunk = stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
-                if not chunk:
-                    break
-                if remaining is not None:
-                    remaining -= len(chunk)
-                while chunk:
-                    total += len(decompressor.decompress(chunk))
-                    chunk = decompressor.unused_data if decompressor.eof else b""
-                    if chunk and encoding == "gzip":  # a multi-member gzip file
-                        decompressor = fresh()
-                    elif decompressor.eof:
-                        chunk = b""
+            while chunk := pending or read():
+                pending = b""
+                total += len(decompressor.decompress(chunk))
+                if decompressor.eof:
+                    rest = decompressor.unused_data or (read() if encoding == "gzip" else b"")
+                    if encoding == "gzip" and rest[:2] == b"\x1f\x8b":  # the next member of a multi-member file
+                        decompressor, pending = fresh(), rest
+                        continue
+                    break  # the stream is complete; trailing bytes (padding) are ignored, as ITK does
         except (OSError, zlib.error, ValueError, EOFError) as error:
             raise ImageFileError(f"is damaged: its {encoding} data cannot be decompressed ({error})") from None
     if not decompressor.eof:
+        if needed is not None and total >= needed:
+            raise ImageFileError(f"is truncated: its {encoding} stream lacks its end and checksum (the file was cut "
+                                 "after the last voxel)")
         of = f" of {needed}" if needed is not None else ""
         raise ImageFileError(f"is truncated: its {encoding} stream ends early ({total}{of} bytes of voxel data)")
     return total
