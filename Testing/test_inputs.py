@@ -1,6 +1,7 @@
 """Bad settings and bad images get an error that names the problem."""
 
 import contextlib
+import gzip
 import io
 import shutil
 import struct
@@ -191,6 +192,21 @@ class FileIntegrityTest(unittest.TestCase):
             cut.write_bytes(real.read_bytes()[:-64])
             with self.assertRaisesRegex(InputImageError, r"is truncated: its gzip stream ends early \(\d+ of 256000"):
                 read_image(cut)
+
+    def test_multi_member_and_padded_gzip_read_and_a_cut_one_does_not(self):
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch)
+            sitk.WriteImage(self.image, str(folder / "plain.nii"))
+            raw = (folder / "plain.nii").read_bytes()
+            (folder / "members.nii.gz").write_bytes(gzip.compress(raw[:500]) + gzip.compress(raw[500:]))
+            (folder / "padded.nii.gz").write_bytes(gzip.compress(raw) + bytes(64))
+            (folder / "cut_after_voxels.nii.gz").write_bytes(gzip.compress(raw)[:-4])
+            for name in ("members.nii.gz", "padded.nii.gz"):
+                with self.subTest(name):
+                    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_image(folder / name)),
+                                                  sitk.GetArrayFromImage(self.image))
+            with self.assertRaisesRegex(InputImageError, "lacks its end and checksum"):
+                read_image(folder / "cut_after_voxels.nii.gz")
 
     def test_the_count_of_missing_bytes_is_given(self):
         with tempfile.TemporaryDirectory() as scratch:
