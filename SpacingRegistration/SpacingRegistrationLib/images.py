@@ -69,17 +69,18 @@ ORTHONORMAL_TOLERANCE = 1e-4
 
 
 def check_header(image: sitk.Image, what: str = "image"):
-    """Refuse geometry a registration cannot use: non-finite spacing, origin or direction, and a direction matrix
-    that is not orthonormal (a sheared grid). Zero or negative spacing cannot reach here: ITK refuses to read it
-    and a negative spacing in a file becomes a flipped direction."""
+    """Refuse geometry a registration cannot use: spacing, origin or direction that is not finite, spacing that is
+    not positive, and a direction matrix that is not orthonormal (a sheared or scaled grid). Files rarely get this
+    far with such values (ITK refuses zero spacing and reads a negative one as a flipped direction); images made
+    in memory can."""
     spacing, origin = np.array(image.GetSpacing()), np.array(image.GetOrigin())
     dimension = image.GetDimension()
     direction = np.array(image.GetDirection()).reshape(dimension, dimension)
     for name, values in (("spacing", spacing), ("origin", origin), ("direction", direction)):
         if not np.isfinite(values).all():
-            raise InputImageError(f"{what} has a non-finite {name} in its header: {values.ravel().tolist()}")
+            raise InputImageError(f"{what} has a non-finite {name}: {values.ravel().tolist()}")
     if not (spacing > 0).all():
-        raise InputImageError(f"{what} spacing must be positive, got {spacing.tolist()}")
+        raise InputImageError(f"{what} spacing must be positive and finite, got {spacing.tolist()}")
     if np.abs(direction.T @ direction - np.eye(dimension)).max() > ORTHONORMAL_TOLERANCE:
         raise InputImageError(f"{what} has a direction matrix that is not orthonormal (a sheared or scaled grid: "
                               f"{_rounded(direction.ravel())}); resample it onto an orthogonal grid first")
@@ -97,9 +98,6 @@ def check_image(image: sitk.Image, role: str = "image") -> sitk.Image:
         raise InputImageError(f"{role} is empty or too small to register: size {list(size)}")
     if min(size) < 4:
         raise InputImageError(f"{role} needs at least 4 voxels along every axis for a cubic BSpline, got size {list(size)}")
-    spacing = image.GetSpacing()
-    if not all(np.isfinite(spacing)) or min(spacing) <= 0:
-        raise InputImageError(f"{role} spacing must be positive and finite, got {list(spacing)}")
     values = sitk.GetArrayViewFromImage(image)
     finite = np.isfinite(values)
     if not finite.all():
