@@ -29,6 +29,7 @@ from .study_spec import StudySpec, spec_from_dict
 from .study_store import StudyFolderError, open_study
 from .variability import analyse
 
+
 class OutputFolderError(ValueError):
     """Results cannot be written to the output folder; the message names it and the reason."""
 
