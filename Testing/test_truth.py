@@ -309,6 +309,25 @@ class StudyTruthTest(unittest.TestCase):
         reopened = create_or_open(self.folder, SMALL_STUDY, self.pair.fixed, self.pair.moving)
         self.assertEqual(len(reopened.rows), len(SMALL_STUDY.runs()))
 
+    def test_cli_study_with_truth(self):
+        fixed, moving = self.root / "fixed.nrrd", self.root / "moving.nrrd"
+        sitk.WriteImage(self.pair.fixed, str(fixed))
+        sitk.WriteImage(self.pair.moving, str(moving))
+        output = self.root / "cli_study"
+        with contextlib.redirect_stdout(io.StringIO()) as printed, contextlib.redirect_stderr(io.StringIO()):
+            status = cli.main(["study", "--fixed", str(fixed), "--moving", str(moving), "--output", str(output),
+                               "--truth", str(self.truth_file), "--spacings", "1", "--repeats", "1", "--modes",
+                               "normalised-reproducible", "--executor", "sequential", "--scales-estimator", "none",
+                               "--lbfgs2-number-of-iterations", "3"])
+        self.assertEqual(status, 0)
+        self.assertIn("Lowest error against the known deformation", printed.getvalue())
+        saved = json.loads((output / "report" / "analysis.json").read_text())
+        # The same settings, seed and one work unit as the shared study's run: the same error, to the bit.
+        run_id = "normalised-reproducible_s1_r0"
+        self.assertEqual(saved["runs"][0]["error_mean_voxels"],
+                         self.analysis.run_errors[run_id]["recovered"]["mean_voxels"])
+        self.assertTrue((output / "inputs" / "truth.nrrd").is_file())
+
     def test_report_with_another_truth_on_an_existing_study(self):
         zero = self.root / "zero.tfm"
         sitk.WriteTransform(sitk.TranslationTransform(3), str(zero))

@@ -123,8 +123,9 @@ def _group(store, fixed, mode, spacing, rows, output, mask, known: Truth | None,
     spread_inside = select(spread)
     summaries = [row["summary"] for row in rows]
     lbfgs = [s["optimizer"].get("lbfgs2", {}) for s in summaries]
-    loads = [x["sufficient_decrease_load"] for x in lbfgs if "sufficient_decrease_load" in x]
-    steps = [x["first_trial_step_voxels"] for x in lbfgs if "first_trial_step_voxels" in x]
+    # A probe the run's facts made unnecessary is absent or None.
+    loads = [x["sufficient_decrease_load"] for x in lbfgs if x.get("sufficient_decrease_load") is not None]
+    steps = [x["first_trial_step_voxels"] for x in lbfgs if x.get("first_trial_step_voxels") is not None]
     totals = [sum(s["iterations_per_run"]) for s in summaries]
     group = GroupStatistics(
         mode=mode, spacing=spacing, runs=[row["run_id"] for row in rows], seeds=[row["seed"] for row in rows],
