@@ -18,6 +18,7 @@ import testdata  # noqa: F401  (puts the library on sys.path)
 from SpacingRegistrationLib import registration
 from SpacingRegistrationLib.images import InputImageError, read_image
 from SpacingRegistrationLib.settings import RegistrationSettings, SettingsError, from_dict, to_dict
+from SpacingRegistrationLib.transform_files import TransformFileError, read_bspline, read_transform
 
 
 def blob(size=(16, 16, 16), pixel=sitk.sitkFloat32):
@@ -236,6 +237,73 @@ class FileIntegrityTest(unittest.TestCase):
                 self.assertIn(expected, str(caught.exception))
                 self.assertIn(name, str(caught.exception))
                 self.assertEqual(len(str(caught.exception).splitlines()), 1)
+
+
+class TransformFileTest(unittest.TestCase):
+    """read_transform / read_bspline: a text transform file cut anywhere is refused (ITK alone reads a BSpline that
+    lost its FixedParameters line on a default grid); other formats' errors are one line naming the file."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.folder = Path(tempfile.mkdtemp())
+        image = blob((12, 12, 12))
+        cls.bspline = sitk.BSplineTransformInitializer(image, [2, 2, 2])
+        cls.bspline.SetParameters(np.linspace(-1, 1, cls.bspline.GetNumberOfParameters()).tolist())
+        cls.text = cls.folder / "bspline.tfm"
+        sitk.WriteTransform(cls.bspline, str(cls.text))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.folder, ignore_errors=True)
+
+    def test_a_whole_file_reads_back(self):
+        for suffix in (".tfm", ".h5"):
+            with self.subTest(suffix):
+                path = self.folder / f"whole{suffix}"
+                sitk.WriteTransform(self.bspline, str(path))
+                transform = read_bspline(path)
+                self.assertEqual(transform.GetParameters(), self.bspline.GetParameters())
+                self.assertEqual(transform.GetFixedParameters(), self.bspline.GetFixedParameters())
+
+    def test_cut_anywhere_is_refused(self):
+        data = self.text.read_bytes()
+        parameters_line = data.index(b"Parameters:")
+        for cut in (len(data) - 3, data.index(b"FixedParameters:") + 5, parameters_line + 40, 60):
+            with self.subTest(cut=cut):
+                path = self.folder / "cut.tfm"
+                path.write_bytes(data[:cut])
+                with self.assertRaisesRegex(TransformFileError, "is truncated") as caught:
+                    read_bspline(path, "truth")
+                self.assertIn(f"truth file {path}", str(caught.exception))
+        binary = self.folder / "cut.h5"
+        sitk.WriteTransform(self.bspline, str(binary))
+        binary.write_bytes(binary.read_bytes()[:-200])
+        with self.assertRaisesRegex(TransformFileError, f"transform file {binary} could not be read as a transform"):
+            read_bspline(binary)
+
+    def test_other_bad_transform_files(self):
+        (self.folder / "junk.tfm").write_text("junk")
+        (self.folder / "empty.tfm").write_text("")
+        sitk.WriteTransform(sitk.AffineTransform(3), str(self.folder / "affine.tfm"))
+        for name, expected in (("junk.tfm", "is not an ITK transform file"), ("empty.tfm", "is empty"),
+                               ("absent.tfm", "not found"), ("affine.tfm", "not a BSpline transform")):
+            with self.subTest(name), self.assertRaisesRegex(TransformFileError, expected):
+                read_bspline(self.folder / name)
+        self.assertEqual(read_transform(self.folder / "affine.tfm").GetName(), "AffineTransform")
+
+    def test_command_line_grid(self):
+        from SpacingRegistrationLib import cli
+
+        image = self.folder / "image.nrrd"
+        sitk.WriteImage(blob((12, 12, 12)), str(image))
+        cut = self.folder / "grid_cut.tfm"
+        cut.write_bytes(self.text.read_bytes()[:-10])
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = cli.main(["grid", "--image", str(image), "--transform", str(cut)])
+        self.assertEqual(status, 2)
+        self.assertEqual(err.getvalue().strip(), f"spacingreg grid: error: transform file {cut} is truncated: "
+                                                 "transform 0 (BSplineTransform_double_3_3) has 13 of 18 fixed parameters")
 
 
 def nrrd_with_header(path: Path, directions: str, origin: str = "(0,0,0)", sizes=(6, 6, 6)):

@@ -27,6 +27,7 @@ from .settings import RegistrationSettings, SettingsError, field_info, from_dict
 from .study_runner import EXECUTORS, run_study
 from .study_spec import StudySpec, spec_from_dict
 from .study_store import StudyFolderError, open_study
+from .transform_files import read_bspline
 from .variability import analyse
 
 
@@ -204,9 +205,7 @@ def command_register(arguments) -> int:
 def command_grid(arguments) -> int:
     image = check_image(read_image(arguments.image, "image"))
     if arguments.transform is not None:
-        if not arguments.transform.is_file():
-            raise FileNotFoundError(f"transform file not found: {arguments.transform}")
-        transform = sitk.BSplineTransform(sitk.ReadTransform(str(arguments.transform)))
+        transform = read_bspline(arguments.transform)
     else:
         settings = from_dict({**to_dict(RegistrationSettings()), "mesh_size": list(arguments.mesh_size)})
         transform = initial_bspline(image, settings)

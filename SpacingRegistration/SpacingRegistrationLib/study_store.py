@@ -32,6 +32,7 @@ from .safe_writes import write_transform
 from .settings import SettingsError, to_dict
 from .truth import Truth, as_truth, load_truth
 from .study_spec import StudySpec, spec_from_dict
+from .transform_files import read_bspline
 
 
 class StudyFolderError(ValueError):
@@ -118,7 +119,7 @@ class StudyStore:
         return row
 
     def read_transform(self, run_id: str) -> sitk.BSplineTransform:
-        return sitk.BSplineTransform(sitk.ReadTransform(str(self.transform_path(run_id))))
+        return read_bspline(self.transform_path(run_id), f"transform of run {run_id}")
 
     def pending(self):
         """Runs of the specification without a finished row."""
