@@ -59,7 +59,7 @@ def describe_result(result: RegistrationResult) -> str:
                      f"(mean {e.mean_mm:.4g} mm); doing nothing: mean {i.mean_voxels:.4g} / max {i.max_voxels:.4g} "
                      f"voxels; result / nothing {result.error.relative_to_identity:.3g}")
     lbfgs = result.optimizer.get("lbfgs2", {})
-    if "gradient_slope_ratio" in lbfgs:
+    if lbfgs.get("gradient_slope_ratio") is not None:  # None when the slope probes were skipped
         lines.append(f"  first trial step {lbfgs['first_trial_step_voxels']:.4g} voxels; gradient/slope ratio "
                      f"{lbfgs['gradient_slope_ratio']:.4g}; lineSearchAccuracy x ratio {lbfgs['sufficient_decrease_load']:.3g}")
     t = result.timing
