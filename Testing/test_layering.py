@@ -14,7 +14,7 @@ LIBRARY_DIRECTORY = MODULE_DIRECTORY / "SpacingRegistrationLib"
 MRML_FILES = {"mrml_bridge.py", "rendering.py", "study_nodes.py", "logic.py"}
 ENGINE_PACKAGES = {"SimpleITK", "numpy", "SpacingRegistrationLib"}
 #: Optional packages the engine may import inside the function that uses them (never at module level).
-OPTIONAL_LAZY_PACKAGES = {"dask", "distributed", "matplotlib"}
+OPTIONAL_LAZY_PACKAGES = {"dask", "distributed", "matplotlib", "psutil"}  # psutil: memory, when installed
 QT_PACKAGES = {"qt", "ctk", "PythonQt"}
 #: What the Extension Index accepts at the module file's file scope (besides the standard library and its own library).
 CATALOG_PACKAGES = {"slicer", "vtk", "qt", "ctk", "SimpleITK", "numpy", "SpacingRegistrationLib"}
