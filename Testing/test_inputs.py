@@ -209,6 +209,15 @@ class FileIntegrityTest(unittest.TestCase):
             with self.assertRaisesRegex(InputImageError, "lacks its end and checksum"):
                 read_image(folder / "cut_after_voxels.nii.gz")
 
+    def test_the_data_half_of_a_pair_is_checked_through_its_header(self):
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = Path(shutil.copytree(self.folder, Path(scratch) / "copy"))
+            np.testing.assert_array_equal(sitk.GetArrayFromImage(read_image(copy / "c.img")),
+                                          sitk.GetArrayFromImage(self.image))
+            (copy / "c.img").write_bytes((copy / "c.img").read_bytes()[:-1])
+            with self.assertRaisesRegex(InputImageError, "c.img is truncated"):
+                read_image(copy / "c.img")
+
     def test_the_count_of_missing_bytes_is_given(self):
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "short.nii"

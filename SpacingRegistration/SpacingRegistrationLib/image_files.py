@@ -32,7 +32,8 @@ def verify_image_file(path) -> None:
     its header promises. Formats this module does not parse pass (ITK reads them as it can)."""
     path = Path(path)
     if path.is_dir():
-        raise ImageFileError("is a folder, not an image file")
+        raise ImageFileError("is a folder, not an image file (for a DICOM series, convert it to one NRRD or NIfTI "
+                             "file first, e.g. with Slicer)")
     size = path.stat().st_size
     if size == 0:
         raise ImageFileError("is empty (0 bytes)")
@@ -48,6 +49,11 @@ def verify_image_file(path) -> None:
         _verify_nrrd(path)
     elif name.endswith((".mha", ".mhd")):
         _verify_metaimage(path)
+    elif name.endswith((".img", ".img.gz")):  # the data half of a .hdr/.img pair: check the pair from its header
+        stem = path.name[:-len(".img.gz")] if name.endswith(".gz") else path.stem
+        header = next((h for h in (path.with_name(stem + ".hdr"), path.with_name(stem + ".hdr.gz")) if h.is_file()), None)
+        if header is not None:
+            _verify_nifti(header)
     elif name.endswith(".gz"):
         _stream_length(path, "gzip")
 
