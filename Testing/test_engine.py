@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from testdata import pet_like_pair
 
-from SpacingRegistrationLib import diagnostics, registration
+from SpacingRegistrationLib import diagnostics, probes, registration
 from SpacingRegistrationLib.displacement import displacement_array, to_voxel_units
 from SpacingRegistrationLib.settings import Lbfgs2Settings, RegistrationSettings
 
@@ -213,6 +213,70 @@ class AccuracyTest(unittest.TestCase):
         mask = values > np.percentile(values, 60)
         result = registration.run(pair.fixed, pair.moving, fast(lbfgs2={"number_of_iterations": 3}), mask=mask)
         self.assertEqual(result.displacement.voxels, int(mask.sum()))
+
+
+class FastEquivalentTest(unittest.TestCase):
+    """scales_estimator='physical_shift_fast' against the reported set-up (issue 10 §1)."""
+
+    def test_same_registration_up_to_rounding_with_a_different_uniform_scale(self):
+        pair = pet_like_pair()
+        base = RegistrationSettings(reproducible=True, lbfgs2=Lbfgs2Settings(number_of_iterations=2))
+        reported = registration.run(pair.fixed, pair.moving, base)
+        quick = registration.run(pair.fixed, pair.moving, base.replace(scales_estimator="physical_shift_fast"))
+        self.assertTrue(reported.moved and quick.moved)
+        self.assertEqual(reported.iterations_per_run, quick.iterations_per_run)
+        for result in (reported, quick):
+            scales = result.optimizer["scales"]
+            self.assertTrue(scales["uniform_at_rounding_level"])
+            self.assertFalse(scales["changed_during_run"])
+        # Different uniform scales (the estimator saw other voxels), which ITK's learning rate cancels ...
+        self.assertNotEqual(reported.trace[0].scales_min, quick.trace[0].scales_min)
+        # ... so the transforms agree to rounding, far below any registration difference.
+        difference = to_voxel_units(displacement_array(reported.transform, pair.fixed)
+                                    - displacement_array(quick.transform, pair.fixed), pair.fixed)
+        self.assertLess(float(np.abs(difference).max()), 1e-9)
+        self.assertGreater(float(np.abs(reported.coefficients_voxels).max()), 0.01)
+        # The diagnosis says what the estimator cost and points from the reported set-up to the fast equivalent.
+        slow, cheap = reported.optimizer["scales_estimator"], quick.optimizer["scales_estimator"]
+        self.assertEqual((slow["central_region_radius"], cheap["central_region_radius"]), (5, 0))
+        self.assertGreater(slow["one_estimation_s"], 20 * cheap["one_estimation_s"])
+        self.assertGreater(slow["share_of_registration"], cheap["share_of_registration"])
+        self.assertTrue(0 <= cheap["share_of_registration"] <= slow["share_of_registration"] <= 1)
+        self.assertTrue(any("physical_shift_fast" in w and "took about" in w for w in reported.warnings))
+        self.assertFalse(any("physical_shift_fast' (the same" in w for w in quick.warnings))
+
+    def test_no_estimator_reports_no_estimator_cost_and_skips_the_slope_probes(self):
+        pair = pet_like_pair()
+        result = registration.run(pair.fixed, pair.moving, fast(lbfgs2={"number_of_iterations": 2}))
+        self.assertNotIn("scales_estimator", result.optimizer)
+        self.assertIsNone(result.optimizer["lbfgs2"]["gradient_slope_ratio"])
+        self.assertGreater(result.optimizer["lbfgs2"]["handed_gradient_norm"], 0)
+
+
+class CheapDiagnosisTest(unittest.TestCase):
+    """The diagnosis's cheaper evaluations keep the figures' meaning (issue 10 §2)."""
+
+    def test_value_probes_without_gradient_filters_give_the_same_value_to_the_bit(self):
+        pair = pet_like_pair()
+        settings = fast()
+        transform = registration.initial_bspline(pair.fixed, settings)
+        transform.SetParameters((0.5 * np.ones(len(transform.GetParameters()))).tolist())
+        with_filters = probes._probe(pair.fixed, pair.moving, transform, settings, 0.0, gradient_filters=True)[0]
+        self.assertEqual(probes.sampled_metric(pair.fixed, pair.moving, transform, settings), with_filters)
+
+    def test_plausibility_is_the_fixed_sample_metric_at_identity_and_result(self):
+        pair = pet_like_pair()
+        result = registration.run(pair.fixed, pair.moving, fast(lbfgs2={"number_of_iterations": 3}))
+        p = result.plausibility
+        identity = sitk.BSplineTransform(result.transform)
+        identity.SetParameters([0.0] * len(identity.GetParameters()))
+        self.assertEqual(p.metric_identity, probes.plausibility_metric(pair.fixed, pair.moving, identity, FAST))
+        self.assertEqual(p.metric_result, probes.plausibility_metric(pair.fixed, pair.moving, result.transform, FAST))
+        self.assertEqual(p.improvement, p.metric_identity - p.metric_result)
+        self.assertGreater(p.improvement, 0)  # the registration improves the match on points it did not optimise
+        self.assertIn("REGULAR sample", p.evaluation)
+        # A different sample set from the optimizer's: the value at the result differs from the re-evaluated one.
+        self.assertNotEqual(p.metric_result, result.metric_reevaluated)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ sees is read from a one-iteration gradient descent with learning rate 0 instead.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -90,32 +91,40 @@ def scales_estimation_seconds(image: sitk.Image, settings: RegistrationSettings,
 
     dimension = image.GetDimension()
     probe_radius = min(radius, 2)
-    size = [max(2 * probe_radius + 1, 6)] * dimension
-    small = sitk.Image(size, sitk.sitkFloat32)
-    small.SetDirection(image.GetDirection())
-    small = sitk.AdditiveGaussianNoise(small, 1.0, 0.0, 7)
     grid_settings = settings.replace(spacing_override=None, normalised_units=False)
-    mesh = initial_bspline(image, grid_settings).GetFixedParameters()[:dimension]
-    initial = sitk.BSplineTransformInitializer(small, [int(n) - 3 for n in mesh])
+    mesh = tuple(int(n) - 3 for n in initial_bspline(image, grid_settings).GetFixedParameters()[:dimension])
+    per_probe_voxel = _estimation_seconds_per_voxel(mesh, image.GetDirection(), probe_radius, settings.scales_estimator,
+                                                    settings.scales_small_parameter_variation, settings.histogram_bins)
+    voxels = int(np.prod([min(2 * radius + 1, n) for n in image.GetSize()]))
+    return per_probe_voxel * voxels
+
+
+@functools.lru_cache(maxsize=16)
+def _estimation_seconds_per_voxel(mesh: tuple[int, ...], direction: tuple[float, ...], probe_radius: int,
+                                  estimator: str, variation: float, bins: int) -> float:
+    """Seconds of one estimation per central-region voxel (timed once per process for the same grid: a study's
+    runs share it)."""
+    dimension = len(mesh)
+    small = sitk.Image([max(2 * probe_radius + 1, 6)] * dimension, sitk.sitkFloat32)
+    small.SetDirection(direction)
+    small = sitk.AdditiveGaussianNoise(small, 1.0, 0.0, 7)
+    initial = sitk.BSplineTransformInitializer(small, list(mesh))
     seconds = []
-    for estimator in (False, True):
+    for with_estimator in (False, True):
         method = sitk.ImageRegistrationMethod()
-        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
         method.SetMetricUseFixedImageGradientFilter(False)
         method.SetMetricUseMovingImageGradientFilter(False)
         method.SetOptimizerAsGradientDescent(learningRate=0.0, numberOfIterations=1, estimateLearningRate=method.Never)
-        if estimator:
-            set_scales_estimator(method, settings.scales_estimator, probe_radius,
-                                 settings.scales_small_parameter_variation)
+        if with_estimator:
+            set_scales_estimator(method, estimator, probe_radius, variation)
         method.SetNumberOfWorkUnits(1)
         method.SetInitialTransform(sitk.BSplineTransform(initial), inPlace=False)
         with global_thread_count(1):
             start = time.process_time()
             method.Execute(small, small)
             seconds.append(time.process_time() - start)
-    per_probe_voxel = max(seconds[1] - seconds[0], 0.0) / 2 / (2 * probe_radius + 1) ** dimension
-    voxels = int(np.prod([min(2 * radius + 1, n) for n in image.GetSize()]))
-    return per_probe_voxel * voxels
+    return max(seconds[1] - seconds[0], 0.0) / 2 / (2 * probe_radius + 1) ** dimension
 
 
 def max_shift(transform: sitk.BSplineTransform, parameters: np.ndarray, image: sitk.Image) -> float:

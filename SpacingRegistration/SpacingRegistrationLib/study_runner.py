@@ -2,7 +2,8 @@
 
 Workers only compute; the calling process writes every finished run to the study folder at once, so a
 crash, a cancel or Ctrl-C keeps all finished runs, and running the same study again resumes it. A worker
-that dies has its run retried on a fresh pool.
+that dies has its run retried on a fresh pool. Pools and Dask get the costliest runs first
+(:func:`longest_first`), so that the last minutes are not one long run on one core.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import SimpleITK as sitk
 
 from . import registration, resources
 from .images import check_pair, read_image
+from .method import central_region_radius
 from .settings import from_dict, to_dict
 from .study_spec import Run, StudySpec
 from .study_store import StudyStore, create_or_open
@@ -154,9 +157,37 @@ def _run_on_pool(pending: list[Run], store, workers: int, finish, cancel, outcom
     attempts = {run.run_id: 0 for run in pending}
     context = multiprocessing.get_context("spawn")
     worker_cancel = context.Event()
-    remaining = list(pending)
+    remaining = longest_first(pending, store.fixed_path)
     while remaining and not cancel.is_set():
         remaining = _pool_round(remaining, store, workers, context, worker_cancel, finish, cancel, attempts, outcome)
+
+
+#: Rough costs (seconds) of one metric evaluation's parts, measured on 2 cores (SimpleITK 2.5, ITK 5.4): a
+#: sampled Mattes MI value and derivative per sample, the scales estimator per transformed point (parameters x
+#: central-region voxels x 2 per estimation), its learning-rate estimate per image voxel (while the iteration
+#: counter is 0). Only their ratios matter: they order runs, they do not predict times.
+SECONDS_PER_SAMPLE = 5e-6
+SECONDS_PER_ESTIMATOR_POINT = 1.4e-6
+SECONDS_PER_STEP_SCALE_VOXEL = 1.5e-6
+
+
+def estimated_cost(run: Run, image_size) -> float:
+    """A relative cost of one metric evaluation of ``run`` on an image of ``image_size`` voxels per axis."""
+    settings = run.settings
+    voxels = float(np.prod(image_size))
+    samples = voxels if settings.sampling_strategy == "none" else voxels * settings.sampling_percentage / 100.0
+    cost = samples * SECONDS_PER_SAMPLE
+    if settings.scales_estimator != "none":
+        region = float(np.prod([min(2 * central_region_radius(settings) + 1, n) for n in image_size]))
+        parameters = len(image_size) * float(np.prod([m + 3 for m in settings.mesh_size]))
+        cost += parameters * region * 2 * SECONDS_PER_ESTIMATOR_POINT + voxels * SECONDS_PER_STEP_SCALE_VOXEL
+    return cost
+
+
+def longest_first(runs: list[Run], fixed_path) -> list[Run]:
+    """``runs`` with the costliest first (stable), so that a pool does not end with one long run on one core."""
+    size = _read(str(fixed_path)).GetSize() if runs else ()
+    return sorted(runs, key=lambda run: -estimated_cost(run, size))
 
 
 def _pool_round(runs, store, workers, context, worker_cancel, finish, cancel, attempts, outcome) -> list[Run]:
@@ -196,7 +227,8 @@ def _run_on_dask(pending: list[Run], store, scheduler: str, finish, cancel, outc
     with Client(scheduler) as client:
         client.run(_initialise_worker)
         futures = {client.submit(execute_task, task_for(run, store), key=f"spacingreg-{run.run_id}-{os.getpid()}",
-                                 pure=False, retries=MAX_ATTEMPTS - 1): run for run in pending}
+                                 pure=False, retries=MAX_ATTEMPTS - 1): run
+                   for run in longest_first(pending, store.fixed_path)}
         for future in as_completed(futures):
             run = futures[future]
             try:
