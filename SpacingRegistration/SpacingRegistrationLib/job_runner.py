@@ -123,9 +123,11 @@ def run_job(folder) -> int:
         protocol.emit("started", kind=job["kind"], pid=os.getpid())
         return {"registration": _registration, "study": _study}[job["kind"]](job, folder, protocol, cancel)
     except USER_ERRORS as error:
-        protocol.emit("error", message=str(error))
+        protocol.emit("error", message=str(error), type=type(error).__name__)
         return 2
     except Exception as error:  # noqa: BLE001 - an engine failure (e.g. an ITK exception) is one message
         traceback.print_exc()
-        protocol.emit("error", message=f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}")
+        lines = str(error).strip().splitlines()  # ITK's messages end with the one line that says what went wrong
+        protocol.emit("error", message=f"{type(error).__name__}: {lines[-1] if lines else 'no message'}",
+                      type=type(error).__name__)
         return 1

@@ -35,9 +35,12 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .settings import RegistrationSettings, to_dict
+from .images import InputImageError
+from .resources import ResourceError
+from .settings import RegistrationSettings, SettingsError, to_dict
 from .study_runner import EXECUTORS
 from .study_spec import StudySpec
+from .study_store import StudyFolderError
 
 #: Seconds a cancelled child gets to stop by itself before its process group is killed.
 CANCEL_GRACE_SECONDS = 0.5
@@ -52,6 +55,10 @@ FINISHED, FAILED, CANCELLED = "finished", "failed", "cancelled"
 
 class JobError(RuntimeError):
     """A job ended without a result; the message says why in one sentence."""
+
+
+#: Errors of the user's inputs that a failed child re-raises in the parent as their own type (else JobError).
+USER_ERROR_TYPES = {cls.__name__: cls for cls in (SettingsError, InputImageError, ResourceError, StudyFolderError)}
 
 
 def command(python: str, folder: Path) -> list[str]:
@@ -87,6 +94,7 @@ class Job:
         self.folder = Path(folder)
         self.state = "running"
         self.error: str | None = None
+        self.error_type: str | None = None  # the exception class the child reported
         self.result: dict | None = None
         self.last_progress: dict | None = None
         self.inputs = None  # free for the caller (e.g. the volume nodes the outputs belong to)
@@ -121,6 +129,7 @@ class Job:
                 result = event
             elif kind == "error":
                 error = event.get("message") or "the job failed"
+                self.error_type = event.get("type")
             elif kind == "cancelled":
                 cancelled = True
             self._events.put(event)
@@ -230,7 +239,7 @@ class Job:
         if not self.done:
             raise JobError(f"the {self.kind} job is still running")
         if self.state == FAILED:
-            raise JobError(self.error)
+            raise USER_ERROR_TYPES.get(self.error_type, JobError)(self.error)
         if self.state != state and not (self.kind == "study" and self.result is not None):
             raise JobError(f"the {self.kind} was cancelled" if self.state == CANCELLED else
                            f"the {self.kind} has no result")

@@ -12,6 +12,7 @@ and wait, for the console, scripts and tests.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 
@@ -20,10 +21,11 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from . import describe, images, jobs, mrml_bridge, registration, study_nodes
+from . import describe, images, jobs, mrml_bridge, registration, resources, study_nodes
 from .diagnosis_rows import WARNING_ROW, diagnosis_rows
 from .grid import grid_geometry, initial_bspline, mesh_size_for
 from .settings import RegistrationSettings, from_dict
+from .study_store import create_or_open
 from .volume_units import transform_in_volume_units
 
 #: Models drawn by showControlGrid are named "<prefix> <part>"; showing a grid again replaces them.
@@ -132,6 +134,7 @@ class RegistrationLogic:
         settings = self.settingsFrom(settings)
         fixedImage, movingImage = self.imagesFromVolumeNodes(fixedVolumeNode, movingVolumeNode)
         images.check_pair(fixedImage, movingImage)
+        resources.check_registration_memory(fixedImage, movingImage, settings)
         job = jobs.start_registration(fixedImage, movingImage, settings, folder=jobFolder, python=pythonExecutable(),
                                       environment=childEnvironment())
         job.inputs = (fixedVolumeNode, movingVolumeNode)
@@ -140,7 +143,8 @@ class RegistrationLogic:
     def finishRegistration(self, job: jobs.Job, outputTransformNode=None, outputTableNode=None):
         """(RegistrationResult, transformNode, tableNode) of a finished job (main thread); None if it was cancelled.
 
-        A failed job raises jobs.JobError with its one-sentence reason; the scene is then unchanged.
+        A failed job raises its one-sentence reason (jobs.JobError, or the input error the child reported: SettingsError,
+        InputImageError, ResourceError, StudyFolderError); the scene is then unchanged.
         """
         if job.state == jobs.CANCELLED:
             return None
@@ -159,7 +163,7 @@ class RegistrationLogic:
         ``progress`` is called with each job event (dicts, see jobs.py); setting ``cancel`` (a threading.Event)
         stops the child. Returns the RegistrationResult, or None when cancelled (no node is made); the output nodes
         are ``self.lastTransformNode`` and ``self.lastTableNode``. Bad inputs raise before any node is made; a
-        failed child raises jobs.JobError.
+        failed child raises as finishRegistration says.
         """
         job = self.startRegistration(fixedVolumeNode, movingVolumeNode, settings)
         try:
@@ -176,7 +180,7 @@ class RegistrationLogic:
         The transform node (given, else a new vtkMRMLBSplineTransformNode) gets the result as its
         TransformFromParent: set it as the moving volume's parent transform to see the moving volume aligned.
         After a spacing override the transform is converted back to the volumes' units when they share one
-        isotropic spacing (see transformInVolumeUnits). The table node (given, else new) gets (Name, Value) rows
+        isotropic spacing (see volume_units.transform_in_volume_units). The table node (given, else new) gets (Name, Value) rows
         of the diagnosis and one "warning" row per warning; its attributes keep the JSON summary and the text.
         """
         if scene is None:
@@ -307,9 +311,18 @@ class RegistrationLogic:
 
     def startStudy(self, fixedVolumeNode, movingVolumeNode, spec, outputFolder, executor="pool", workers=None,
                    scheduler=None, jobFolder=None) -> jobs.Job:
-        """Start (or resume) a study in a child process on ``executor`` (default: a process pool, one per core)."""
+        """Start (or resume) a study in a child process on ``executor`` (default: a process pool, one per core).
+
+        Bad volumes, too little memory and a study folder that holds another study or cannot be written raise here,
+        as their own errors, before any process starts (the study folder is created here, resumed by the child).
+        """
         fixedImage, movingImage = self.imagesFromVolumeNodes(fixedVolumeNode, movingVolumeNode)
         images.check_pair(fixedImage, movingImage)
+        if executor != "dask":  # Dask workers check their own memory
+            concurrent = 1 if executor == "sequential" else min(workers or os.cpu_count() or 1, len(spec.runs()))
+            for run in spec.runs():
+                resources.check_registration_memory(fixedImage, movingImage, run.settings, concurrent=concurrent)
+        create_or_open(outputFolder, spec, fixedImage, movingImage)
         job = jobs.start_study(fixedImage, movingImage, spec, outputFolder, executor=executor, workers=workers,
                                scheduler=scheduler, folder=jobFolder, python=pythonExecutable(),
                                environment=childEnvironment())
@@ -319,7 +332,7 @@ class RegistrationLogic:
     def finishStudy(self, job: jobs.Job, scene=None):
         """(store, analysis or None, report paths or None, dict of new nodes) of an ended study job (main thread).
 
-        A cancelled study keeps its finished runs (in the store) and makes no nodes; a failed one raises JobError.
+        A cancelled study keeps its finished runs (in the store) and makes no nodes; a failed one raises as finishRegistration.
         """
         store, analysis, reportPaths = job.study_result()
         nodes = {}
@@ -340,9 +353,7 @@ class RegistrationLogic:
         job = self.startStudy(fixedVolumeNode, movingVolumeNode, spec, outputFolder, executor=executor)
         try:
             job.run_to_end(progress, cancel)
-            if job.state == jobs.FAILED:
-                raise jobs.JobError(job.error)
-            return job, {} if job.result is None else self.finishStudy(job)[3]
+            return job, {} if job.state == jobs.CANCELLED and job.result is None else self.finishStudy(job)[3]
         finally:
             job.remove_folder()
 
