@@ -116,11 +116,6 @@ Fillion-Robin, Kitware; Andras Lasso, PerkLab; Steve Pieper, Isomics) and the Sl
 #
 
 
-#
-# SpacingRegistrationParameterNode
-#
-
-
 def parameterNodeAnnotations() -> dict:
     """name -> (type annotation, default) of every panel parameter, from parameters.parameter_fields()."""
     from slicer import vtkMRMLBSplineTransformNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode

@@ -7,7 +7,6 @@ finished runs and resumes), and a child that fails or dies gives one sentence an
 import testdata
 
 import os
-import re
 import signal
 import tempfile
 import time
@@ -15,6 +14,7 @@ import unittest
 from pathlib import Path
 
 from SpacingRegistrationLib import jobs
+from SpacingRegistrationLib.images import InputImageError
 from SpacingRegistrationLib.settings import from_dict
 from SpacingRegistrationLib.study_spec import StudySpec
 from SpacingRegistrationLib.study_store import open_study
@@ -91,6 +91,8 @@ class RegistrationJobTest(unittest.TestCase):
         self.assertIn("constant", job.error)
         self.assertNotIn("\n", job.error)
         self.assertEqual(job.process.returncode, 2)
+        with self.assertRaisesRegex(InputImageError, "constant"):  # the child's input error, as its own type
+            job.registration_result()
 
     def test_child_environment_puts_the_library_first(self):
         environment = jobs.child_environment({"PYTHONPATH": "/elsewhere"})

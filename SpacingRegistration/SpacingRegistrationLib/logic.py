@@ -143,8 +143,8 @@ class RegistrationLogic:
     def finishRegistration(self, job: jobs.Job, outputTransformNode=None, outputTableNode=None):
         """(RegistrationResult, transformNode, tableNode) of a finished job (main thread); None if it was cancelled.
 
-        A failed job raises its one-sentence reason (jobs.JobError, or the input error the child reported: SettingsError,
-        InputImageError, ResourceError, StudyFolderError); the scene is then unchanged.
+        A failed job raises its one-sentence reason (jobs.JobError, or the input error the child reported:
+        SettingsError, InputImageError, ResourceError, StudyFolderError); the scene is then unchanged.
         """
         if job.state == jobs.CANCELLED:
             return None
