@@ -169,8 +169,9 @@ def study_modes_from_parameter_values(values: dict) -> tuple:
 def study_spec_from_parameter_values(values: dict, settings: RegistrationSettings | None = None):
     """A StudySpec from the Study section's parameter values."""
     settings = settings if settings is not None else settings_from_parameter_values(values)
-    return StudySpec(settings=settings, spacings=parse_spacings(values["studySpacings"]),
-                     repeats=int(values["studyRepeats"]), modes=study_modes_from_parameter_values(values))
+    repeats = parse_parameter_value(ParameterField("studyRepeats", "int"), values["studyRepeats"])
+    return StudySpec(settings=settings, spacings=parse_spacings(values["studySpacings"]), repeats=repeats,
+                     modes=study_modes_from_parameter_values(values))
 
 
 def expected_iterations(settings: RegistrationSettings) -> int:

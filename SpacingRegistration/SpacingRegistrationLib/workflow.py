@@ -61,6 +61,7 @@ class Workflow:
         self.outputs = None  # (transformNode, tableNode) of the last registration
         self.study = None  # {"store", "analysis", "reportPaths", "nodes"} of the last study with a report
         self._expectedIterations = 0
+        self._outputNodes = (None, None)  # the nodes the running registration fills (None: new ones)
 
     # --- state ----------------------------------------------------------------------------------------------------
 
@@ -140,7 +141,7 @@ class Workflow:
             self._discard(folder)
             self.fail("Cannot start the registration", error)
             return False
-        job.outputs = (outputTransformNode, outputTableNode)
+        self._outputNodes = (outputTransformNode, outputTableNode)
         self.registrationJob = job
         self._expectedIterations = expected_iterations(self.logic.settingsFrom(settings))
         self.clearError()
@@ -175,7 +176,7 @@ class Workflow:
             self.fail("Registration failed", job.error, job.log_tail())
             return
         try:
-            result, transformNode, tableNode = self.logic.finishRegistration(job, *job.outputs)
+            result, transformNode, tableNode = self.logic.finishRegistration(job, *self._outputNodes)
         except Exception as error:  # noqa: BLE001 - shown to the user
             self.status = "Registration failed."
             self.fail("Failed to create the output nodes", error)
