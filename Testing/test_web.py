@@ -224,7 +224,7 @@ class WebFrontEndTest(unittest.TestCase):
         bad.write_text("this is not an image\n")
         self._type("paths-text", f"{bad}\n{self.tmp / 'missing.nrrd'}")
         self._byId("load-paths").click()
-        self._waitFor(lambda: "not a readable scalar volume" in self._error(), 30, "the unreadable-file message")
+        self._waitFor(lambda: "is not an NRRD file" in self._error(), 30, "the unreadable-file message")
         self.assertIn("missing.nrrd: no such file", self._error())
         self._closeError()
         # an advanced field that is not JSON
@@ -264,6 +264,7 @@ class WebFrontEndTest(unittest.TestCase):
 
         self._type("study-spacings", "4 8")
         self._type("study-repeats", "1")
+        time.sleep(0.5)  # the typed values reach the server's state before the click's trigger does
         self._byId("run-study").click()
         self._waitFor(lambda: self.driver.find_elements(By.CSS_SELECTOR, "#study-groups-table tbody tr"),
                       STUDY_SECONDS, "the study table")
