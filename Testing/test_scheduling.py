@@ -1,0 +1,49 @@
+"""Study scheduling: pools and Dask get the costliest runs first (issue 10 §3); orders only, never timings."""
+
+import tempfile
+import unittest
+from pathlib import Path
+
+from testdata import pet_like_pair_files
+
+from SpacingRegistrationLib.settings import RegistrationSettings
+from SpacingRegistrationLib.study_runner import estimated_cost, longest_first
+from SpacingRegistrationLib.study_spec import StudySpec
+
+
+def runs_of(estimator: str, percentage: float = 2.5):
+    spec = StudySpec(settings=RegistrationSettings(scales_estimator=estimator, sampling_percentage=percentage),
+                     spacings=(1.0, 4.0), repeats=2, modes=("native-reproducible",))
+    return spec.runs()
+
+
+class LongestFirstTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.folder = tempfile.TemporaryDirectory()
+        cls.fixed, _ = pet_like_pair_files(Path(cls.folder.name))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.folder.cleanup()
+
+    def test_the_reported_estimator_costs_most_and_its_fast_equivalent_little_more_than_none(self):
+        size = (47, 56, 49)
+        reported, quick, none = (estimated_cost(runs_of(name)[0], size)
+                                 for name in ("physical_shift", "physical_shift_fast", "none"))
+        self.assertGreater(reported, 5 * quick)
+        self.assertGreater(quick, none)
+        self.assertGreater(estimated_cost(runs_of("none", 25.0)[0], size), none)
+
+    def test_costliest_runs_come_first_and_equal_costs_keep_their_order(self):
+        cheap, dear, middle = runs_of("none"), runs_of("physical_shift"), runs_of("none", 25.0)
+        ordered = longest_first(cheap + middle + dear, self.fixed)
+        self.assertEqual([run.settings.scales_estimator for run in ordered[:len(dear)]], ["physical_shift"] * len(dear))
+        self.assertEqual(ordered, dear + middle + cheap)
+
+    def test_no_runs_need_no_image(self):
+        self.assertEqual(longest_first([], Path(self.folder.name) / "missing.nrrd"), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
