@@ -473,3 +473,24 @@ class LogicJobTest(unittest.TestCase):
             self.assertEqual(len(store.rows), 8)
             self.assertEqual(nodes["runs"].GetNumberOfRows(), 8)
             self.assertTrue(pathlib.Path(reportPaths["html"]).is_file())
+
+    def test_workflow_study_texts_and_nodes(self):
+        workflow = Workflow(self.logic)
+        spec = StudySpec(settings=from_dict({"scales_estimator": "none", "lbfgs2": {"number_of_iterations": 3}}),
+                         spacings=(1.0, 4.0), repeats=2, modes=("native-reproducible",))
+        with tempfile.TemporaryDirectory() as folder:
+            self.assertTrue(workflow.startStudy(self.fixed, self.moving, spec, pathlib.Path(folder) / "study"))
+            self.assertIn("Starting the study (4 runs)", workflow.studyStatus)
+            statuses = []
+            while workflow.studyRunning:
+                if workflow.poll():
+                    statuses.append(workflow.studyStatus)
+                time.sleep(0.02)
+            self.assertEqual(workflow.error, "")
+            self.assertIn(f"0/4 runs on a pool of {os.cpu_count()} processes", statuses)
+            self.assertTrue(any(s.startswith("4/4 runs (") for s in statuses), statuses)
+            self.assertRegex(workflow.studyStatus, r"^4 runs; report: .*report\.html$")
+            self.assertEqual(workflow.studyProgress, 1.0)
+            self.assertEqual(workflow.study["nodes"]["runs"].GetNumberOfRows(), 4)
+            self.assertEqual(workflow.warnings, [s["text"] for s in workflow.study["analysis"].statements])
+            self.assertIs(workflow.study["nodes"]["groups"].GetScene(), self.scene)

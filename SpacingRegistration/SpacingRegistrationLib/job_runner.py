@@ -1,9 +1,9 @@
 """The child side of a job (``spacingreg job FOLDER``): run what ``job.json`` asks and report it as JSON lines.
 
 Protocol (one JSON object per line on the original stdout; see jobs.py for the parent): ``started``,
-``iteration`` (registration), ``run`` (study: one per finished run), ``warning``, then one of ``result``,
-``cancelled`` or ``error`` (one sentence). Everything else the process prints, C++ included, goes to stderr,
-which the parent keeps in ``job.log``. SIGTERM (the parent's cancel) stops at the next iteration: a cancelled
+``iteration`` (registration), ``plan`` (study: runs, executor, workers), ``run`` (study: one per finished run),
+``warning``, then one of ``result``, ``cancelled`` or ``error`` (one sentence). Everything else the process
+prints, C++ included, goes to stderr, which the parent keeps in ``job.log``. SIGTERM (the parent's cancel) stops at the next iteration: a cancelled
 registration writes nothing; a cancelled study keeps its finished runs in the study folder and skips the report.
 """
 
@@ -92,7 +92,8 @@ def _study(job: dict, folder: Path, protocol: Protocol, cancel: threading.Event)
     def progress(done: int, total: int, row: dict):
         protocol.emit("run", done=done, total=total, run_id=row["run_id"])
 
-    protocol.emit("plan", total=len(spec.runs()), executor=job["executor"], workers=job.get("workers") or os.cpu_count())
+    workers = {"sequential": 1, "pool": job.get("workers") or os.cpu_count(), "dask": None}[job["executor"]]
+    protocol.emit("plan", total=len(spec.runs()), executor=job["executor"], workers=workers)
     outcome = run_study(spec, folder / "fixed.nrrd", folder / "moving.nrrd", study_folder, executor=job["executor"],
                         workers=job.get("workers"), scheduler=job.get("scheduler"), progress=progress, cancel=cancel)
     for run_id, reason in outcome.failed.items():

@@ -214,7 +214,11 @@ class Workflow:
 
     def _onStudyEvent(self, event):
         kind = event["event"]
-        if kind == "run":
+        if kind == "plan":
+            where = (f"a pool of {event['workers']} processes" if event["executor"] == "pool" else
+                     "Dask" if event["executor"] == "dask" else "one process")
+            self.studyStatus = f"0/{event['total']} runs on {where}"
+        elif kind == "run":
             self.studyProgress = event["done"] / max(1, event["total"])
             self.studyStatus = f"{event['done']}/{event['total']} runs ({event['run_id']})"
         elif kind == "end":
