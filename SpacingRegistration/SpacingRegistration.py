@@ -299,13 +299,13 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def _onPollTimer(self) -> None:
         w = self.workflow
-        hadStudy = w.study
+        hadOutputs, hadStudy = w.outputs, w.study
         if w.poll():
-            if w.outputs is not None and self._parameterNode is not None:
+            if w.outputs is not hadOutputs and self._parameterNode is not None:
                 self._parameterNode.outputTransform, self._parameterNode.diagnosisTable = w.outputs
-            if w.study is not None and w.study is not hadStudy and w.study["nodes"].get("charts"):
-                slicer.modules.plots.logic().ShowChartInLayout(w.study["nodes"]["charts"][0])
-            if w.outputs is not None or w.study is not None:
+            if w.study is not hadStudy and w.study["nodes"].get("charts"):
+                slicer.modules.plots.logic().ShowChartInLayout(w.study["nodes"]["charts"][0])  # a plot layout
+            if w.outputs is not hadOutputs or w.study is not hadStudy:
                 self.ui.resultsCollapsibleButton.collapsed = False
         if not (w.registrationRunning or w.studyRunning):
             self._pollTimer.stop()
