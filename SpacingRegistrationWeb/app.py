@@ -24,7 +24,7 @@ os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # offs
 from SpacingRegistrationLib import parameters, sample_data, svg  # noqa: E402
 from SpacingRegistrationLib.images import InputImageError, check_image_file  # noqa: E402
 from SpacingRegistrationLib.logic import RegistrationLogic  # noqa: E402
-from SpacingRegistrationLib.settings import SettingsError  # noqa: E402
+from SpacingRegistrationLib.settings import RegistrationSettings, SettingsError  # noqa: E402
 from SpacingRegistrationLib.workflow import POLL_SECONDS, Workflow  # noqa: E402
 
 from SpacingRegistrationWeb import safety  # noqa: E402
@@ -123,6 +123,7 @@ class SpacingRegistrationWebApp:
         self.logic = RegistrationLogic(scene=self.scene)
         self.workflow = Workflow(self.logic, jobsFolder=self.outputDir / "jobs")
         self._shownStudy = None
+        self._pollTask = None
         self._studyCount = 0
         self._initialState(loadSample)
         self._buildUi()
@@ -134,7 +135,7 @@ class SpacingRegistrationWebApp:
     # --- state ----------------------------------------------------------------------------------------------------
 
     def _initialState(self, loadSample):
-        defaults = parameters.parameter_values_from_settings(parameters.RegistrationSettings())
+        defaults = parameters.parameter_values_from_settings(RegistrationSettings())
         s = self.state
         s.volumes = []
         s.fixed_id = None
@@ -206,16 +207,19 @@ class SpacingRegistrationWebApp:
 
     async def _pollJobs(self):
         """The asyncio side of the workflow: poll while a job runs (the desktop panel's QTimer)."""
-        while self.workflow.registrationRunning or self.workflow.studyRunning:
-            await asyncio.sleep(POLL_SECONDS)
-            if self.workflow.poll():
-                self._sync()
-        self._sync()
+        try:
+            while self.workflow.registrationRunning or self.workflow.studyRunning:
+                await asyncio.sleep(POLL_SECONDS)
+                if self.workflow.poll():
+                    self._sync()
+        finally:
+            self._pollTask = None
+            self._sync()
 
     def _startPolling(self):
         self._sync()
-        if self.workflow.registrationRunning or self.workflow.studyRunning:
-            asyncio.get_event_loop().create_task(self._pollJobs())
+        if (self.workflow.registrationRunning or self.workflow.studyRunning) and self._pollTask is None:
+            self._pollTask = asyncio.get_event_loop().create_task(self._pollJobs())
 
     # --- volumes --------------------------------------------------------------------------------------------------
 
