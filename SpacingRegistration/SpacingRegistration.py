@@ -166,7 +166,7 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._pollTimer = None
-        self._shownError = ""
+        self._shownErrors = 0
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -291,11 +291,9 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.gridWarningsLabel.text = w.gridWarnings
         self.ui.warningsTextEdit.plainText = w.warningsText
         self.ui.openReportButton.enabled = w.study is not None
-        if w.error and w.error != self._shownError:
-            self._shownError = w.error
+        if w.errorCount != self._shownErrors:  # each failure once, in a dialog
+            self._shownErrors = w.errorCount
             slicer.util.errorDisplay(w.error, detailedText=w.errorDetails or None)
-        elif not w.error:
-            self._shownError = ""
 
     def _onPollTimer(self) -> None:
         w = self.workflow

@@ -79,7 +79,7 @@ class WidgetBindingTest(unittest.TestCase):
         self.node = ParameterNode(fixedVolume=fixed, movingVolume=moving, outputTransform=None, diagnosisTable=None,
                                   studyFolder=self.folder / "study", **values)
         widget = SpacingRegistration.SpacingRegistrationWidget.__new__(SpacingRegistration.SpacingRegistrationWidget)
-        widget.ui, widget._parameterNode, widget._pollTimer, widget._shownError = ui(), self.node, Timer(), ""
+        widget.ui, widget._parameterNode, widget._pollTimer, widget._shownErrors = ui(), self.node, Timer(), 0
         widget.logic = SpacingRegistration.SpacingRegistrationLogic(scene=self.scene)
         widget.workflow = Workflow(widget.logic)
         self.widget = widget
@@ -139,8 +139,10 @@ class WidgetBindingTest(unittest.TestCase):
         self.node.lbfgs2SolutionAccuracy = "small"
         w.onApplyButton()
         self.runTimer(10)
-        self.assertEqual(self.errors, ["Cannot start the registration: lbfgs2SolutionAccuracy (lbfgs2.solution_accuracy) "
-                                       "must be a number, got 'small'"])
+        message = "Cannot start the registration: lbfgs2SolutionAccuracy (lbfgs2.solution_accuracy) must be a number, got 'small'"
+        self.assertEqual(self.errors, [message])
+        w.onApplyButton()  # the same mistake again: shown again
+        self.assertEqual(self.errors, [message, message])
 
     def test_study_runs_on_the_pool_and_shows_its_report(self):
         w, u = self.widget, self.widget.ui

@@ -58,6 +58,7 @@ class Workflow:
         self.diagnosis: list[tuple[str, str]] = []
         self.error = ""
         self.errorDetails = ""
+        self.errorCount = 0  # failures so far: a front end that shows each once compares it with its own count
         self.outputs = None  # (transformNode, tableNode) of the last registration
         self.study = None  # {"store", "analysis", "reportPaths", "nodes"} of the last study with a report
         self._expectedIterations = 0
@@ -81,6 +82,7 @@ class Workflow:
         """Record a failure as one sentence (``what: error``) for the front end to show."""
         self.error = f"{what}: {error}" if error is not None else what
         self.errorDetails = details
+        self.errorCount += 1
         if error is not None and not isinstance(error, ValueError):  # SettingsError, InputImageError are ValueErrors
             log.error("%s", self.error, exc_info=error)
 
