@@ -139,7 +139,8 @@ class WidgetBindingTest(unittest.TestCase):
         self.node.lbfgs2SolutionAccuracy = "small"
         w.onApplyButton()
         self.runTimer(10)
-        message = "Cannot start the registration: lbfgs2SolutionAccuracy (lbfgs2.solution_accuracy) must be a number, got 'small'"
+        message = ("Cannot start the registration: lbfgs2SolutionAccuracy (lbfgs2.solution_accuracy) must be a number, "
+                   "got 'small'")
         self.assertEqual(self.errors, [message])
         w.onApplyButton()  # the same mistake again: shown again
         self.assertEqual(self.errors, [message, message])

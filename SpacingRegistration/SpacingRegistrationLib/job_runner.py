@@ -3,8 +3,9 @@
 Protocol (one JSON object per line on the original stdout; see jobs.py for the parent): ``started``,
 ``iteration`` (registration), ``plan`` (study: runs, executor, workers), ``run`` (study: one per finished run),
 ``warning``, then one of ``result``, ``cancelled`` or ``error`` (one sentence). Everything else the process
-prints, C++ included, goes to stderr, which the parent keeps in ``job.log``. SIGTERM (the parent's cancel) stops at the next iteration: a cancelled
-registration writes nothing; a cancelled study keeps its finished runs in the study folder and skips the report.
+prints, C++ included, goes to stderr, which the parent keeps in ``job.log``. SIGTERM (the parent's cancel) stops
+at the next iteration: a cancelled registration writes nothing; a cancelled study keeps its finished runs in the
+study folder and skips the report.
 """
 
 from __future__ import annotations

@@ -180,7 +180,8 @@ class RegistrationLogic:
         The transform node (given, else a new vtkMRMLBSplineTransformNode) gets the result as its
         TransformFromParent: set it as the moving volume's parent transform to see the moving volume aligned.
         After a spacing override the transform is converted back to the volumes' units when they share one
-        isotropic spacing (see volume_units.transform_in_volume_units). The table node (given, else new) gets (Name, Value) rows
+        isotropic spacing (see volume_units.transform_in_volume_units). The table node (given, else new) gets
+        (Name, Value) rows
         of the diagnosis and one "warning" row per warning; its attributes keep the JSON summary and the text.
         """
         if scene is None:
@@ -332,7 +333,8 @@ class RegistrationLogic:
     def finishStudy(self, job: jobs.Job, scene=None):
         """(store, analysis or None, report paths or None, dict of new nodes) of an ended study job (main thread).
 
-        A cancelled study keeps its finished runs (in the store) and makes no nodes; a failed one raises as finishRegistration.
+        A cancelled study keeps its finished runs (in the store) and makes no nodes; a failed one raises as
+        finishRegistration says.
         """
         store, analysis, reportPaths = job.study_result()
         nodes = {}
