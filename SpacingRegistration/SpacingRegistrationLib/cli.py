@@ -1,4 +1,4 @@
-"""Command line: ``spacingreg register | grid | study | report | demo``. User mistakes give one line and exit status 2."""
+"""Command line: ``spacingreg register | grid | study | report | demo | accuracy``. User mistakes give one line and exit status 2."""
 
 from __future__ import annotations
 
@@ -377,6 +377,43 @@ class _ReportedBesideFast:
         self.pool.join()
 
 
+def command_accuracy(arguments) -> int:
+    from . import accuracy
+
+    check_output_folder(arguments.output)
+    settings = settings_from_arguments(arguments)
+    options = accuracy.CheckOptions(amplitude_voxels=arguments.amplitude_voxels, deformation_seed=arguments.deformation_seed,
+                                    seeds=arguments.seeds, noise_percent=arguments.noise_percent,
+                                    intensity_gamma=arguments.intensity_gamma)
+    fixed = read_image(arguments.fixed, "fixed image")
+
+    def progress(candidate: str, done: int, total: int, row: dict):
+        print(f"\r  {candidate}: {done}/{total} seeds", end="", file=sys.stderr, flush=True)
+
+    with _cancel_on_interrupt() as cancel:
+        outcome = accuracy.check_accuracy(fixed, arguments.output, settings, candidates=arguments.candidates,
+                                          options=options, mask=arguments.mask, executor=arguments.executor,
+                                          workers=arguments.workers, scheduler=arguments.scheduler,
+                                          progress=progress, cancel=cancel)
+    print(file=sys.stderr)
+    for note in outcome.notes:
+        print(f"Note: {note}")
+    print(f"{len(outcome.completed)} run(s) done now, {len(outcome.skipped)} already finished")
+    for row in outcome.ranking:
+        print(f"  {row['rank']:>2}. {row['candidate']:<28} mean error {row['error_mean_voxels']:.4g} voxels "
+              f"(worst seed {row['error_worst_voxels']:.4g}, identity {row['identity_error_mean_voxels']:.4g}), "
+              f"{row['time_mean_s']:.3g} s per run" + (" [tied with the best]" if row["tied_with_best"] and row["rank"] > 1
+                                                        else ""))
+    print("Advice:")
+    for recommendation in outcome.recommendations:
+        print(f"  - {recommendation.kind}: {recommendation.text}")
+    print(f"Ranking: {outcome.paths['html']} (numbers in {outcome.paths['json'].name}, {outcome.paths['csv'].name})")
+    if outcome.cancelled:
+        print("Cancelled: every finished run is kept; run the same command again to resume.")
+        return 130
+    return 0
+
+
 def command_job(arguments) -> int:
     from .job_runner import run_job
 
@@ -441,6 +478,25 @@ def build_parser() -> argparse.ArgumentParser:
                         modes=["native-default", "normalised-reproducible"])
     add_settings_arguments(demo)
     demo.set_defaults(handler=command_demo)
+
+    check = commands.add_parser("accuracy", help="how right is the registration on your image: candidates ranked "
+                                "by their error against a known synthetic deformation of it")
+    check.add_argument("--fixed", type=Path, required=True, help="your fixed image file")
+    check.add_argument("--mask", type=Path, help="mask on the fixed grid: error figures inside it only")
+    check.add_argument("--output", type=Path, required=True, help="check folder (resumed if it holds this check)")
+    check.add_argument("--candidates", nargs="+", help="candidate names (default: all; 'yours' is always included): "
+                       "yours normalised reproducible sampling-2.5 sampling-10 sampling-25 mesh-AxBxC "
+                       "scales-physical_shift scales-physical_shift_fast scales-none")
+    check.add_argument("--seeds", type=int, default=4, help="sampling seeds per candidate (default 4)")
+    check.add_argument("--amplitude-voxels", type=float, default=3.0, help="largest synthetic displacement (voxels)")
+    check.add_argument("--deformation-seed", type=int, default=0, help="seed of the synthetic deformation")
+    check.add_argument("--noise-percent", type=float, default=0.0, help="Gaussian noise, %% of the intensity range")
+    check.add_argument("--intensity-gamma", type=float, default=1.0, help="intensity change of the moving image")
+    check.add_argument("--executor", choices=EXECUTORS, default="pool")
+    check.add_argument("--workers", type=int, help="pool processes (default: one per core)")
+    check.add_argument("--scheduler", help="Dask distributed scheduler address (with --executor dask)")
+    add_settings_arguments(check)
+    check.set_defaults(handler=command_accuracy)
 
     job = commands.add_parser("job", help="run a job folder written by the job controller (JSON-lines progress)")
     job.add_argument("folder", type=Path, help="job folder (job.json and the input images)")

@@ -359,6 +359,42 @@ class RegistrationLogic:
         finally:
             job.remove_folder()
 
+    # --- accuracy check -------------------------------------------------------------------------------------------
+
+    def checkAccuracy(self, fixedVolumeNode, settings=None, outputFolder=None, candidates=None, seeds=4,
+                      amplitudeVoxels=3.0, maskVolumeNode=None, executor="pool", progress=None, cancel=None):
+        """The accuracy check (accuracy.check_accuracy) of ``settings`` on the fixed volume: candidates ranked by
+        their error against a known synthetic deformation of it, with advice. Returns accuracy.CheckOutcome
+        (``ranking``, ``recommendations``, ``paths`` of the ranking files). ``outputFolder`` (default: a new
+        temporary folder) is resumed when it holds the same check; ``cancel`` keeps the finished runs."""
+        import tempfile
+
+        from . import accuracy
+
+        self._checkVolumeNode(fixedVolumeNode, "fixed")
+        image = mrml_bridge.imageFromVolumeNode(fixedVolumeNode)
+        mask = None if maskVolumeNode is None else mrml_bridge.imageFromVolumeNode(maskVolumeNode)
+        folder = outputFolder or tempfile.mkdtemp(prefix="SpacingRegistrationAccuracy-")
+        options = accuracy.CheckOptions(amplitude_voxels=amplitudeVoxels, seeds=seeds)
+        return accuracy.check_accuracy(image, folder, self.settingsFrom(settings), candidates=candidates,
+                                       options=options, mask=mask, executor=executor, progress=progress, cancel=cancel)
+
+    @staticmethod
+    def applyRecommendation(settingsOrParameterValues, recommendation):
+        """Apply a recommendation (advice.Recommendation or its dict): to a RegistrationSettings, a new one; to the
+        panel's parameter values (a dict, parameter names), a copy in which exactly the parameters it names changed."""
+        from . import advice, parameters
+
+        if isinstance(settingsOrParameterValues, RegistrationSettings):
+            return advice.apply_recommendation(settingsOrParameterValues, recommendation)
+        values = dict(settingsOrParameterValues)
+        changed = advice.apply_recommendation(parameters.settings_from_parameter_values(values), recommendation)
+        newValues = parameters.parameter_values_from_settings(changed)
+        changes = recommendation.changes if isinstance(recommendation, advice.Recommendation) else recommendation["changes"]
+        paths = advice.changed_paths(changes)
+        values.update({name: newValues[name] for name, path in parameters.SETTING_PARAMETERS.items() if path in paths})
+        return values
+
 
 def _jsonDefault(value):
     if isinstance(value, np.ndarray):
