@@ -135,5 +135,22 @@ class StudyJobTest(unittest.TestCase):
             self.assertEqual(len(analysis.groups), 8)
 
 
+class AccuracyJobTest(unittest.TestCase):
+    def test_accuracy_check_runs_as_a_job_and_its_outcome_comes_back(self):
+        pair = testdata.pet_like_pair()
+        with tempfile.TemporaryDirectory() as folder:
+            job = jobs.start_accuracy_check(pair.fixed, testdata.FAST_SETTINGS, Path(folder) / "check",
+                                            candidates=["yours", "reproducible"], options={"seeds": 2}, workers=2)
+            events = eventsUntil(job, lambda e: e["event"] == "end", 300)
+            self.assertEqual(job.state, jobs.FINISHED, job.error)
+            runs = [e for e in events if e["event"] == "run"]
+            self.assertEqual({e["candidate"] for e in runs}, {"yours", "reproducible"})
+            self.assertEqual(len(runs), 4)
+            outcome = job.accuracy_result()
+            self.assertEqual(sorted(r["candidate"] for r in outcome.ranking), ["reproducible", "yours"])
+            self.assertTrue(all(Path(p).is_file() for p in outcome.paths.values()))
+            self.assertEqual(events[-2]["paths"], {name: str(path) for name, path in outcome.paths.items()})
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -1,11 +1,11 @@
 """The child side of a job (``spacingreg job FOLDER``): run what ``job.json`` asks and report it as JSON lines.
 
 Protocol (one JSON object per line on the original stdout; see jobs.py for the parent): ``started``,
-``iteration`` (registration), ``plan`` (study: runs, executor, workers), ``run`` (study: one per finished run),
-``warning``, then one of ``result``, ``cancelled`` or ``error`` (one sentence). Everything else the process
-prints, C++ included, goes to stderr, which the parent keeps in ``job.log``. SIGTERM (the parent's cancel) stops
-at the next iteration: a cancelled registration writes nothing; a cancelled study keeps its finished runs in the
-study folder and skips the report.
+``iteration`` (registration), ``plan`` (study: runs, executor, workers), ``run`` (study or accuracy check: one
+per finished run), ``warning``, then one of ``result``, ``cancelled`` or ``error`` (one sentence). Everything else
+the process prints, C++ included, goes to stderr, which the parent keeps in ``job.log``. SIGTERM (the parent's
+cancel) stops at the next iteration: a cancelled registration writes nothing; a cancelled study or accuracy check
+keeps its finished runs in its folder (a study skips its report).
 """
 
 from __future__ import annotations
@@ -113,6 +113,28 @@ def _study(job: dict, folder: Path, protocol: Protocol, cancel: threading.Event)
     return 130 if outcome.cancelled else 0
 
 
+def _accuracy(job: dict, folder: Path, protocol: Protocol, cancel: threading.Event) -> int:
+    from .accuracy import CheckOptions, check_accuracy
+    from .jobs import ACCURACY_PICKLE, OUTPUT_FOLDER
+
+    def progress(candidate: str, done: int, total: int, row: dict):
+        protocol.emit("run", candidate=candidate, done=done, total=total, run_id=row["run_id"])
+
+    outcome = check_accuracy(folder / "fixed.nrrd", job["output"], from_dict(job["settings"]),
+                             candidates=job["candidates"], options=CheckOptions(**job["options"]),
+                             mask=folder / "mask.nrrd" if job["mask"] else None, executor=job["executor"],
+                             workers=job.get("workers"), scheduler=job.get("scheduler"), progress=progress,
+                             cancel=cancel)
+    for note in outcome.notes:
+        protocol.emit("warning", text=note)
+    output = folder / OUTPUT_FOLDER
+    output.mkdir(exist_ok=True)
+    _atomic_pickle(outcome, output / ACCURACY_PICKLE)
+    protocol.emit("result", folder=str(outcome.folder), cancelled=outcome.cancelled,
+                  paths={name: str(path) for name, path in outcome.paths.items()})
+    return 130 if outcome.cancelled else 0
+
+
 def run_job(folder) -> int:
     """Run the job in ``folder``; the exit status is 0 (result), 130 (cancelled), 2 (bad input) or 1 (failure)."""
     protocol = Protocol()
@@ -123,7 +145,8 @@ def run_job(folder) -> int:
     try:
         job = json.loads((folder / "job.json").read_text())
         protocol.emit("started", kind=job["kind"], pid=os.getpid())
-        return {"registration": _registration, "study": _study}[job["kind"]](job, folder, protocol, cancel)
+        kinds = {"registration": _registration, "study": _study, "accuracy": _accuracy}
+        return kinds[job["kind"]](job, folder, protocol, cancel)
     except USER_ERRORS as error:
         protocol.emit("error", message=str(error), type=type(error).__name__)
         return 2

@@ -1,20 +1,20 @@
 """Long work in a child process: the one job controller of the panel, the web app, the console and the tests.
 
-The pattern is SlicerMONAIAuto3DSeg's (``MONAIAuto3DSegLib/process.py``): the engine runs as a child process of
-``PythonSlicer`` (started like ``slicer.util.launchConsoleProcess`` does: a pipe on stdout, text mode), a reader
-thread fills a queue, and the front end drains the queue from its own loop (a QTimer there, here any loop), so
-its main thread never waits. Cancel follows SlicerElastix (``Elastix.py``: Apply becomes Cancel and kills the
-engine process), softened: SIGTERM to the child's process group first (the child stops at its next iteration),
-SIGKILL to the group (pool workers, and the real Python behind the PythonSlicer launcher) after
-``CANCEL_GRACE_SECONDS``.
+Kinds of job: a registration, a study, an accuracy check. The pattern is SlicerMONAIAuto3DSeg's
+(``MONAIAuto3DSegLib/process.py``): the engine runs as a child process of ``PythonSlicer`` (started like
+``slicer.util.launchConsoleProcess`` does: a pipe on stdout, text mode), a reader thread fills a queue, and the
+front end drains the queue from its own loop (a QTimer there, here any loop), so its main thread never waits.
+Cancel follows SlicerElastix (``Elastix.py``: Apply becomes Cancel and kills the engine process), softened:
+SIGTERM to the child's process group first (the child stops at its next iteration), SIGKILL to the group (pool
+workers, and the real Python behind the PythonSlicer launcher) after ``CANCEL_GRACE_SECONDS``.
 
 Unlike those extensions the child speaks a protocol: one JSON object per stdout line (``started``, ``iteration``,
-``run``, ``warning``, ``result``, ``cancelled``, ``error``), its other output goes to ``job.log`` in the job
-folder. The inputs are files in the job folder (images as .nrrd, settings or study spec as ``job.json``); the
+``plan``, ``run``, ``warning``, ``result``, ``cancelled``, ``error``), its other output goes to ``job.log`` in the
+job folder. The inputs are files in the job folder (images as .nrrd, settings or study spec as ``job.json``); the
 outputs come back from it (``output/transform.tfm``, ``result.json``, ``trace.csv`` and the pickled result of a
-registration; the study folder and the pickled analysis of a study). A child that dies without a result (killed,
-out of memory, an ITK exception) is one clear message and no result. Qt-free and MRML-free: the caller turns
-results into nodes on its main thread.
+registration; the study folder and the pickled analysis of a study; the pickled outcome of an accuracy check). A
+child that dies without a result (killed, out of memory, an ITK exception) is one clear message and no result.
+Qt-free and MRML-free: the caller turns results into nodes on its main thread.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ CANCEL_GRACE_SECONDS = 0.5
 LIBRARY_ROOT = Path(__file__).resolve().parents[1]
 #: Files of a job folder.
 JOB_FILE, LOG_FILE, OUTPUT_FOLDER = "job.json", "job.log", "output"
-RESULT_PICKLE, STUDY_PICKLE = "result.pickle", "study.pickle"
+RESULT_PICKLE, STUDY_PICKLE, ACCURACY_PICKLE = "result.pickle", "study.pickle", "accuracy.pickle"
+#: Jobs whose cancel keeps what finished (their folders are resumable): their result may come with a cancel.
+RESUMABLE_KINDS = ("study", "accuracy")
 #: Final states of a job.
 FINISHED, FAILED, CANCELLED = "finished", "failed", "cancelled"
 
@@ -136,8 +138,8 @@ class Job:
         returncode = self.process.wait()
         if self._cancel_requested or cancelled:
             state = CANCELLED
-            # a cancelled registration returns nothing; a cancelled study keeps its finished runs
-            result = result if self.kind == "study" and result is not None else None
+            # a cancelled registration returns nothing; a cancelled study or accuracy check keeps its finished runs
+            result = result if self.kind in RESUMABLE_KINDS and result is not None else None
         elif result is not None and returncode == 0:
             state = FINISHED
         else:
@@ -240,7 +242,7 @@ class Job:
             raise JobError(f"the {self.kind} job is still running")
         if self.state == FAILED:
             raise USER_ERROR_TYPES.get(self.error_type, JobError)(self.error)
-        if self.state != state and not (self.kind == "study" and self.result is not None):
+        if self.state != state and not (self.kind in RESUMABLE_KINDS and self.result is not None):
             raise JobError(f"the {self.kind} was cancelled" if self.state == CANCELLED else
                            f"the {self.kind} has no result")
 
@@ -262,6 +264,12 @@ class Job:
         with path.open("rb") as stream:
             analysis, report_paths = pickle.load(stream)
         return store, analysis, report_paths
+
+    def accuracy_result(self):
+        """The accuracy.CheckOutcome of a check that finished or was cancelled (ranking of the finished runs)."""
+        self._require(FINISHED)
+        with (self.folder / OUTPUT_FOLDER / ACCURACY_PICKLE).open("rb") as stream:
+            return pickle.load(stream)
 
 
 def _new_folder(folder, kind: str) -> Path:
@@ -296,3 +304,23 @@ def start_study(fixed: sitk.Image, moving: sitk.Image, spec: StudySpec, study_fo
     _write_inputs(folder, {"kind": "study", "spec": spec.to_dict(), "study_folder": str(Path(study_folder).resolve()),
                            "executor": executor, "workers": workers, "scheduler": scheduler}, fixed, moving)
     return Job("study", folder, python or sys.executable, environment)
+
+
+def start_accuracy_check(fixed: sitk.Image, settings: RegistrationSettings, output_folder, candidates=None,
+                         options: dict | None = None, mask: sitk.Image | None = None, executor: str = "pool",
+                         workers: int | None = None, scheduler: str | None = None, folder=None,
+                         python: str | None = None, environment: dict | None = None) -> Job:
+    """Start (or resume) the accuracy check (accuracy.check_accuracy) of ``settings`` on ``fixed`` into
+    ``output_folder`` in a child process: ``candidates`` by name, ``options`` the fields of accuracy.CheckOptions."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    folder = _new_folder(folder, "accuracy")
+    sitk.WriteImage(fixed, str(folder / "fixed.nrrd"))
+    if mask is not None:
+        sitk.WriteImage(mask, str(folder / "mask.nrrd"))
+    description = {"kind": "accuracy", "settings": to_dict(settings), "output": str(Path(output_folder).resolve()),
+                   "candidates": None if candidates is None else [str(c) for c in candidates],
+                   "options": dict(options or {}), "mask": mask is not None, "executor": executor, "workers": workers,
+                   "scheduler": scheduler}
+    (folder / JOB_FILE).write_text(json.dumps(description, indent=2, default=float))
+    return Job("accuracy", folder, python or sys.executable, environment)
