@@ -239,6 +239,38 @@ class ResumeAndCommandLineTest(unittest.TestCase):
             self.assertIn(message, err)
 
 
+@unittest.skipUnless(GATE.is_file(), f"the real mouse PET gate is not at {GATE}")
+class AdviceFromStudyTest(unittest.TestCase):
+    def test_study_with_a_truth_gives_the_best_mode_and_spacing_with_its_figures(self):
+        from SpacingRegistrationLib.study_runner import run_study
+        from SpacingRegistrationLib.study_spec import StudySpec
+        from SpacingRegistrationLib.truth import truth_from_transform
+        from SpacingRegistrationLib.variability import analyse
+
+        pair = accuracy.make_pair(gate_crop(), accuracy.CheckOptions())
+        spec = StudySpec(settings=SETTINGS.replace(scales_estimator="none"), spacings=(0.8, 4.0), repeats=2,
+                         seed_policy="per_repeat", modes=("native-reproducible", "normalised-reproducible"))
+        with tempfile.TemporaryDirectory() as folder:
+            outcome = run_study(spec, pair.fixed, pair.moving, folder, executor="sequential",
+                                truth=truth_from_transform(pair.deformation, pair.fixed))
+            analysis = analyse(outcome.store)
+        found = advice.from_study(analysis)
+        self.assertEqual(len(found), 3)
+        best = min(analysis.groups, key=lambda g: g.error["mean_voxels"])
+        for recommendation in found:
+            figures = recommendation.figures
+            self.assertEqual((figures["best_mode"], figures["best_spacing"]), (best.mode, best.spacing))
+            difference = figures["error_mean_voxels"] - figures["best_error_mean_voxels"]
+            self.assertEqual(recommendation.kind, "negligible" if difference <= figures["threshold_voxels"]
+                             else "recommended")
+            self.assertGreaterEqual(figures["threshold_voxels"], accuracy.NEGLIGIBLE_VOXELS)
+            if recommendation.kind == "recommended":
+                applied = advice.apply_recommendation(SETTINGS, recommendation)
+                self.assertEqual(applied.spacing_override, best.spacing)
+                self.assertEqual(accuracy.mode_of(applied), best.mode)
+                self.assertIn(f"{figures['best_error_mean_voxels']:.3g}", recommendation.text)
+
+
 class AdviceTest(unittest.TestCase):
     """Advice from hand-made rankings: what counts as better, negligible or worse, and the threshold shown."""
 

@@ -262,6 +262,11 @@ def _write_study_report(store, folder: Path, truth=None):
     print("Diagnosis:")
     for statement in analysis.statements:
         print(f"  - {statement['text']}")
+    if analysis.truth:
+        from .advice import from_study
+
+        for recommendation in from_study(analysis):
+            print(f"  - advice ({recommendation.kind}): {recommendation.text}")
     print(f"Report: {paths['html']} (numbers in {paths['json'].name}, {paths['runs_csv'].name}, "
           f"{paths['groups_csv'].name})")
 
