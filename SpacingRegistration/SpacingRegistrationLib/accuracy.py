@@ -418,7 +418,7 @@ def _open_or_create(folder: Path, description: dict, image: sitk.Image, options:
         if added:
             _write_check(check_file, {**existing, "candidates": existing["candidates"] + added})
         return read_image(inputs["fixed"]), read_image(inputs["moving"]), str(inputs["truth"])
-    if folder.exists() and any(folder.iterdir()):
+    if folder.exists() and any(p.name != "inputs" for p in folder.iterdir()):  # inputs alone: a check cut short
         raise StudyFolderError(f"{folder} is not empty and holds no accuracy check; use another output folder")
     pair = make_pair(image, options, meshes)
     truth = truth_from_transform(pair.deformation, pair.fixed, "synthetic deformation")
@@ -529,12 +529,12 @@ def write_outputs(folder: Path, outcome: CheckOutcome, description: dict) -> dic
 
 
 def error_plot(ranking: list[dict]) -> str:
-    """Mean and worst-seed error per candidate (bars), identity's error as a third bar."""
-    names = [row["candidate"] for row in ranking]
+    """Mean and worst-seed error per candidate (bars, labelled by rank), identity's error as a third bar."""
+    names = [str(row["rank"]) for row in ranking]
     return svg.bar_chart(names, {"mean over seeds": [r["error_mean_voxels"] for r in ranking],
                                  "worst seed": [r["error_worst_voxels"] for r in ranking],
                                  "doing nothing": [r["identity_error_mean_voxels"] for r in ranking]},
-                         "Error against the synthetic deformation", "mean error (voxels)")
+                         "Error against the synthetic deformation, by rank", "mean error (voxels)")
 
 
 def _html(outcome: CheckOutcome, check: dict) -> str:
