@@ -178,15 +178,16 @@ class Job:
         return self._cancel_requested
 
     def cancel(self):
-        """Ask the child to stop (SIGTERM), and kill its process group if it has not within the grace time."""
+        """Ask the child to stop (SIGTERM to its process group), and kill the group if it has not stopped within
+        the grace time. On Windows, where a console child cannot be asked, the process tree is killed at once."""
         if self.done or self._cancel_requested:
             return
         self._cancel_requested = True
-        try:
-            if os.name == "posix":  # the whole group: behind PythonSlicer (a launcher) runs the real Python
-                os.killpg(self.process.pid, signal.SIGTERM)
-            else:
-                self.process.terminate()
+        if os.name != "posix":
+            self._kill_group()
+            return
+        try:  # the whole group: behind PythonSlicer (a launcher) runs the real Python
+            os.killpg(self.process.pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             return
         timer = threading.Timer(CANCEL_GRACE_SECONDS, self._kill_group)
@@ -194,16 +195,15 @@ class Job:
         timer.start()
 
     def _kill_group(self):
-        """SIGKILL the child's process group (its pool workers, and the real Python behind a launcher); on Windows
-        only the child itself (MONAIAuto3DSeg kills the tree with psutil there)."""
-        if self.process.poll() is not None and os.name != "posix":
-            return
+        """Kill the child's process group (its pool workers, and the real Python behind a launcher); on Windows
+        its process tree (``taskkill /T``, where MONAIAuto3DSeg uses psutil)."""
         try:
             if os.name == "posix":
                 os.killpg(self.process.pid, signal.SIGKILL)
-            else:
-                self.process.kill()
-        except (ProcessLookupError, PermissionError):
+            elif self.process.poll() is None:
+                subprocess.run(["taskkill", "/T", "/F", "/PID", str(self.process.pid)], capture_output=True,
+                               check=False)
+        except OSError:  # gone already (ProcessLookupError), or not ours
             pass
 
     def wait(self, timeout: float | None = None) -> bool:
