@@ -215,9 +215,10 @@ def warnings_for(result: RegistrationResult) -> list[str]:
                 f"per estimation, re-run after every metric evaluation); its scales were {uniform}"
                 + (f" ({scales['first'][0]:.3g})" if scales.get("first") else "") + ".")
         if s.scales_estimator == "physical_shift" and s.optimizer == "lbfgs2":
-            text += (" scales_estimator='physical_shift_fast' (the same estimator on the central voxel) is the same "
-                     "registration up to rounding when the scales stay constant: ITK divides the gradient by the "
-                     "uniform scale and its learning-rate estimate multiplies it back.")
+            text += (" scales_estimator='physical_shift_fast' runs the same estimator on the central voxel: the same "
+                     "algorithm at a fraction of the cost (ITK divides the gradient by the uniform scale and its "
+                     "learning-rate estimate multiplies it back). Not bit-identical: on long runs its path parts from "
+                     "this one as another thread order would (docs/fast-equivalent.md).")
         messages.append(text)
     if scales.get("changed_during_run"):
         messages.append("The optimizer scales changed during the run (at rounding level), which rescales the gradient.")
