@@ -35,6 +35,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from .accuracy import AccuracyCheckError
 from .images import InputImageError
 from .resources import ResourceError
 from .settings import RegistrationSettings, SettingsError, to_dict
@@ -60,7 +61,8 @@ class JobError(RuntimeError):
 
 
 #: Errors of the user's inputs that a failed child re-raises in the parent as their own type (else JobError).
-USER_ERROR_TYPES = {cls.__name__: cls for cls in (SettingsError, InputImageError, ResourceError, StudyFolderError)}
+USER_ERROR_TYPES = {cls.__name__: cls for cls in (SettingsError, InputImageError, ResourceError, StudyFolderError,
+                                                  AccuracyCheckError)}
 
 
 def command(python: str, folder: Path) -> list[str]:

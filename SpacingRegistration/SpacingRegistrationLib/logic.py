@@ -361,23 +361,46 @@ class RegistrationLogic:
 
     # --- accuracy check -------------------------------------------------------------------------------------------
 
-    def checkAccuracy(self, fixedVolumeNode, settings=None, outputFolder=None, candidates=None, seeds=4,
-                      amplitudeVoxels=3.0, maskVolumeNode=None, executor="pool", progress=None, cancel=None):
-        """The accuracy check (accuracy.check_accuracy) of ``settings`` on the fixed volume: candidates ranked by
-        their error against a known synthetic deformation of it, with advice. Returns accuracy.CheckOutcome
-        (``ranking``, ``recommendations``, ``paths`` of the ranking files). ``outputFolder`` (default: a new
-        temporary folder) is resumed when it holds the same check; ``cancel`` keeps the finished runs."""
+    def startAccuracyCheck(self, fixedVolumeNode, settings=None, outputFolder=None, candidates=None, seeds=4,
+                           amplitudeVoxels=3.0, maskVolumeNode=None, executor="pool", jobFolder=None) -> jobs.Job:
+        """Start the accuracy check (accuracy.check_accuracy) of ``settings`` on the fixed volume in a child process
+        and return its Job; ``job.accuracy_result()`` is the accuracy.CheckOutcome. Bad options raise here."""
         import tempfile
+        from dataclasses import asdict
 
         from . import accuracy
 
         self._checkVolumeNode(fixedVolumeNode, "fixed")
+        options = accuracy.CheckOptions(amplitude_voxels=amplitudeVoxels, seeds=seeds)
         image = mrml_bridge.imageFromVolumeNode(fixedVolumeNode)
         mask = None if maskVolumeNode is None else mrml_bridge.imageFromVolumeNode(maskVolumeNode)
         folder = outputFolder or tempfile.mkdtemp(prefix="SpacingRegistrationAccuracy-")
-        options = accuracy.CheckOptions(amplitude_voxels=amplitudeVoxels, seeds=seeds)
-        return accuracy.check_accuracy(image, folder, self.settingsFrom(settings), candidates=candidates,
-                                       options=options, mask=mask, executor=executor, progress=progress, cancel=cancel)
+        job = jobs.start_accuracy_check(image, self.settingsFrom(settings), folder, candidates=candidates,
+                                        options=asdict(options), mask=mask, executor=executor, folder=jobFolder,
+                                        python=pythonExecutable(), environment=childEnvironment())
+        job.inputs = (fixedVolumeNode,)
+        return job
+
+    def checkAccuracy(self, fixedVolumeNode, settings=None, outputFolder=None, candidates=None, seeds=4,
+                      amplitudeVoxels=3.0, maskVolumeNode=None, executor="pool", progress=None, cancel=None):
+        """The accuracy check of ``settings`` on the fixed volume, waited for: candidates ranked by their error
+        against a known synthetic deformation of it, with advice. Returns accuracy.CheckOutcome (``ranking``,
+        ``recommendations``, ``paths`` of the ranking files). ``outputFolder`` (default: a new temporary folder) is
+        resumed when it holds the same check; ``progress(candidate, done, total, row)`` follows each finished run
+        (``row`` holds its ``run_id``); ``cancel`` keeps the finished runs. Runs in a child process
+        (startAccuracyCheck)."""
+        job = self.startAccuracyCheck(fixedVolumeNode, settings, outputFolder, candidates, seeds, amplitudeVoxels,
+                                      maskVolumeNode, executor)
+
+        def onEvent(event):
+            if progress is not None and event["event"] == "run":
+                progress(event["candidate"], event["done"], event["total"], {"run_id": event["run_id"]})
+
+        try:
+            job.run_to_end(onEvent, cancel)
+            return job.accuracy_result()
+        finally:
+            job.remove_folder()
 
     @staticmethod
     def applyRecommendation(settingsOrParameterValues, recommendation):
