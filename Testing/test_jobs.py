@@ -44,6 +44,7 @@ class RegistrationJobTest(unittest.TestCase):
 
     def test_progress_events_arrive_in_order(self):
         job = jobs.start_registration(self.pair.fixed, self.pair.moving, testdata.FAST_SETTINGS)
+        self.addCleanup(job.remove_folder)
         events = eventsUntil(job, lambda e: e["event"] == "end", 120)
         kinds = " ".join(e["event"] for e in events)
         self.assertRegex(kinds, r"^started( iteration)+( warning)* result end$")
@@ -59,6 +60,7 @@ class RegistrationJobTest(unittest.TestCase):
 
     def test_cancel_ends_the_child_within_a_second_and_returns_nothing(self):
         job = jobs.start_registration(self.pair.fixed, self.pair.moving, LONG)
+        self.addCleanup(job.remove_folder)
         eventsUntil(job, lambda e: e["event"] == "iteration")
         started = time.monotonic()
         job.cancel()
@@ -74,6 +76,7 @@ class RegistrationJobTest(unittest.TestCase):
 
     def test_killed_child_is_one_clear_error(self):
         job = jobs.start_registration(self.pair.fixed, self.pair.moving, LONG)
+        self.addCleanup(job.remove_folder)
         eventsUntil(job, lambda e: e["event"] == "iteration")
         os.kill(job.process.pid, signal.SIGKILL)
         end = eventsUntil(job, lambda e: e["event"] == "end", 10)[-1]
@@ -86,6 +89,7 @@ class RegistrationJobTest(unittest.TestCase):
         constant = testdata.sitk.Image(self.pair.fixed.GetSize(), testdata.sitk.sitkFloat32)
         constant.CopyInformation(self.pair.fixed)
         job = jobs.start_registration(constant, self.pair.moving, testdata.FAST_SETTINGS)
+        self.addCleanup(job.remove_folder)
         self.assertTrue(job.wait(60))
         self.assertEqual(job.state, jobs.FAILED)
         self.assertIn("constant", job.error)
@@ -108,6 +112,7 @@ class StudyJobTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as folder:
             study = Path(folder) / "study"
             job = jobs.start_study(pair.fixed, pair.moving, spec, study, executor="pool", workers=2)
+            self.addCleanup(job.remove_folder)
             events = eventsUntil(job, lambda e: e["event"] == "run", 180)
             started = time.monotonic()
             job.cancel()
@@ -123,6 +128,7 @@ class StudyJobTest(unittest.TestCase):
             self.assertLess(len(kept), 24)
 
             again = jobs.start_study(pair.fixed, pair.moving, spec, study, executor="pool", workers=2)
+            self.addCleanup(again.remove_folder)
             events = eventsUntil(again, lambda e: e["event"] == "end", 300)
             self.assertEqual(again.state, jobs.FINISHED, again.error)
             self.assertEqual(again.result["skipped"], len(kept))
@@ -141,6 +147,7 @@ class AccuracyJobTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as folder:
             job = jobs.start_accuracy_check(pair.fixed, testdata.FAST_SETTINGS, Path(folder) / "check",
                                             candidates=["yours", "reproducible"], options={"seeds": 2}, workers=2)
+            self.addCleanup(job.remove_folder)
             events = eventsUntil(job, lambda e: e["event"] == "end", 300)
             self.assertEqual(job.state, jobs.FINISHED, job.error)
             runs = [e for e in events if e["event"] == "run"]

@@ -459,6 +459,7 @@ class LogicJobTest(unittest.TestCase):
                          spacings=(1.0, 2.0, 3.0, 4.0), repeats=2, modes=("native-reproducible",))
         with tempfile.TemporaryDirectory() as folder:
             job = self.logic.startStudy(self.fixed, self.moving, spec, pathlib.Path(folder) / "study")
+            self.addCleanup(job.remove_folder)
             workers, plan = set(), None
             while not job.done:
                 for event in job.poll():
