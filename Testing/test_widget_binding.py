@@ -10,6 +10,7 @@ layout switch) is recorded instead of shown.
 import testdata
 
 import os
+import shutil
 import tempfile
 import time
 import types
@@ -72,6 +73,7 @@ class WidgetBindingTest(unittest.TestCase):
         fixed = mrml_bridge.volumeNodeFromImage(self.scene, pair.fixed, "fixed")
         moving = mrml_bridge.volumeNodeFromImage(self.scene, pair.moving, "moving")
         self.folder = Path(tempfile.mkdtemp(prefix="spacingreg-widget-"))
+        self.addCleanup(shutil.rmtree, self.folder, True)
         values = parameters.parameter_values_from_settings(RegistrationSettings())
         values.update(scalesEstimator="none", lbfgs2NumberOfIterations=3, studySpacings="1, 4", studyRepeats=1,
                       studyModeNativeDefault=False, studyModeNativeReproducible=True, studyModeNormalisedDefault=False,
