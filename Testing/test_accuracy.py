@@ -35,6 +35,16 @@ def gate_crop() -> sitk.Image:
     return sitk.ReadImage(str(GATE))[8:32, 8:32, 8:32]
 
 
+def oblique_crop() -> sitk.Image:
+    """The gate crop with anisotropic spacing, an offset origin and a rotated direction (NRRD rounds it)."""
+    image = sitk.ReadImage(str(GATE))[8:32, 6:34, 10:30]
+    image.SetSpacing((0.8, 1.1, 1.6))
+    image.SetOrigin((-7.0, 3.0, 11.0))
+    angle = 0.3
+    image.SetDirection((np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, 1.0))
+    return image
+
+
 def _leaf_values(settings: RegistrationSettings) -> dict:
     values = to_dict(settings)
     result = {}
@@ -68,6 +78,26 @@ class SyntheticDeformationTest(unittest.TestCase):
         pair = accuracy.make_pair(image, accuracy.CheckOptions())
         np.testing.assert_array_equal(sitk.GetArrayFromImage(pair.moving), sitk.GetArrayFromImage(image))
         self.assertFalse(np.array_equal(sitk.GetArrayFromImage(pair.fixed), sitk.GetArrayFromImage(image)))
+
+    def test_oblique_anisotropic_image_with_a_mask_noise_and_intensity_change(self):
+        image = oblique_crop()
+        control = sitk.BSplineTransformInitializer(image, [3, 4, 5])
+        control.SetParameters(np.random.default_rng(4).standard_normal(len(control.GetParameters())).tolist())
+        self.assertLess(accuracy.representation_floor(displacement_array(control, image), image, [3, 4, 5])["max_voxels"],
+                        1e-6)
+        mask = sitk.GetArrayFromImage(image) > 20
+        options = accuracy.CheckOptions(seeds=1, noise_percent=2.0, intensity_gamma=0.7)
+        with tempfile.TemporaryDirectory() as folder:
+            outcome = accuracy.check_accuracy(image, Path(folder) / "check", SETTINGS.replace(scales_estimator="none"),
+                                              candidates=["sampling-25"], options=options, mask=mask,
+                                              executor="sequential")
+            self.assertEqual(len(outcome.completed), 2)
+            self.assertTrue(any("anisotropic" in note for note in outcome.notes), outcome.notes)
+            self.assertEqual({row["spacing"] for row in outcome.ranking}, {float(np.mean(image.GetSpacing()))})
+            store = open_study(Path(folder) / "check" / "candidates" / "yours")  # its inputs survive the NRRD round trip
+            self.assertEqual(len(store.rows), 1)
+            analysis = json.loads((store.folder / "report" / "analysis.json").read_text())["analysis"]
+            self.assertEqual(analysis["truth"]["voxels"], int(mask.sum()))
 
     def test_a_folding_amplitude_is_refused(self):
         with self.assertRaisesRegex(accuracy.AccuracyCheckError, "folds"):
@@ -149,8 +179,9 @@ class AccuracyCheckTest(unittest.TestCase):
                              advice.apply_recommendation(SETTINGS, recommendation))
 
     def test_logic_applies_a_recommendation_to_parameters_and_resumes_the_check(self):
-        from SpacingRegistrationLib import mrml_bridge, parameters
-        from SpacingRegistrationLib.logic import RegistrationLogic
+        from SpacingRegistrationLib import parameters
+        from SpacingRegistrationLib.mrml import bridge
+        from SpacingRegistrationLib.mrml.logic import RegistrationLogic
 
         recommendation = advice.Recommendation("recommended", "use 25 % sampling and a finer mesh",
                                                {"sampling_percentage": 25.0, "mesh_size": [3, 3, 3],
@@ -164,8 +195,8 @@ class AccuracyCheckTest(unittest.TestCase):
                          advice.apply_recommendation(SETTINGS, recommendation))
         self.assertEqual(RegistrationLogic.applyRecommendation(SETTINGS, recommendation).sampling_percentage, 25.0)
         # checkAccuracy on a volume node: the same check, resumed, redoes nothing.
-        scene = mrml_bridge.createScene()
-        node = mrml_bridge.volumeNodeFromImage(scene, self.image, "gate crop")
+        scene = bridge.createScene()
+        node = bridge.volumeNodeFromImage(scene, self.image, "gate crop")
         outcome = RegistrationLogic(scene=scene).checkAccuracy(node, SETTINGS, self.folder / "check",
                                                                candidates=["iterations-1", "sampling-25"], seeds=2,
                                                                executor="sequential")

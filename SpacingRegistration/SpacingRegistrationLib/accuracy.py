@@ -311,7 +311,7 @@ def check_spacing(user: RegistrationSettings, image: sitk.Image) -> tuple[float,
     if np.allclose(spacing, spacing[0], rtol=1e-6):
         return float(spacing[0]), None
     mean = float(spacing.mean())
-    return mean, f"the image is anisotropic ({list(spacing)} mm): the check registers it at {mean:g} mm isotropic"
+    return mean, f"the image is anisotropic ({[float(v) for v in spacing]} mm): the check registers it at {mean:g} mm isotropic"
 
 
 def mode_of(settings: RegistrationSettings) -> str:
@@ -431,7 +431,8 @@ def _open_or_create(folder: Path, description: dict, image: sitk.Image, options:
                  "representation_floor": [representation_floor(pair.truth_mm, image, m)
                                           for m in {tuple(m): m for m in meshes}.values()]}
     _write_check(check_file, {**description, "synthetic": synthetic})  # last: a check cut short before is made afresh
-    return pair.fixed, pair.moving, str(inputs["truth"])
+    # The images as read back: NRRD rounds an oblique direction, and the studies fingerprint their inputs as stored.
+    return read_image(inputs["fixed"]), read_image(inputs["moving"]), str(inputs["truth"])
 
 
 def _identity(check: dict) -> dict:
