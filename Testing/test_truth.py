@@ -336,6 +336,8 @@ class StudyTruthTest(unittest.TestCase):
             status = cli.main(["report", "--study", str(self.folder), "--output", str(output), "--truth", str(zero)])
         self.assertEqual(status, 0)
         self.assertIn("Lowest error", printed.getvalue())
+        # Against a zero truth doing nothing is exact, so every moved run is worse.
+        self.assertIn("Every spacing and mode is worse than doing nothing", printed.getvalue())
         saved = json.loads((output / "analysis.json").read_text())
         self.assertEqual(saved["analysis"]["truth"]["identity"]["mean_voxels"], 0.0)
         for run in saved["runs"]:  # against a zero truth the error is the run's own displacement

@@ -48,7 +48,10 @@ def _accuracy(analysis: StudyAnalysis) -> list[dict]:
         text += (f" Highest: {worst.mode} at spacing {worst.spacing:g}, mean {worst.error['mean_voxels']:.3g} "
                  f"voxels.")
     worse = [f"{g.mode} at {g.spacing:g}" for g in scored if g.error["mean_voxels"] > identity]
-    if worse:
+    if len(worse) == len(scored):
+        text = ("Every spacing and mode is worse than doing nothing (identity): no run should be trusted over the "
+                "unregistered images. " + text)
+    elif worse:
         text += f" Worse than doing nothing: {', '.join(worse)}."
     return [_statement("accuracy", text, mode=best.mode, spacing=best.spacing, mean_voxels=e["mean_voxels"],
                        p95_voxels=e["p95_voxels"], max_voxels=e["max_voxels"], mean_mm=e["mean_mm"],
