@@ -58,11 +58,11 @@ def from_ranking(ranking: list[dict]) -> list[Recommendation]:
                    "yours_error_mean_voxels": base["error_mean_voxels"], "error_worst_voxels": row["error_worst_voxels"],
                    "yours_error_worst_voxels": base["error_worst_voxels"], "threshold_voxels": threshold,
                    "seeds": row["seeds_done"], "time_mean_s": row["time_mean_s"],
-                   "yours_time_mean_s": base["time_mean_s"]}
+                   "yours_time_mean_s": base["time_mean_s"], "cpu_mean_s": row.get("cpu_mean_s"),
+                   "yours_cpu_mean_s": base.get("cpu_mean_s")}
         compared = (f"mean error {row['error_mean_voxels']:.3g} voxels vs {base['error_mean_voxels']:.3g} with your "
                     f"settings over {row['seeds_done']} seeds (worst seed {row['error_worst_voxels']:.3g} vs "
-                    f"{base['error_worst_voxels']:.3g}; {row['time_mean_s']:.3g} s vs {base['time_mean_s']:.3g} s "
-                    "per run)")
+                    f"{base['error_worst_voxels']:.3g}; {_cost(row)} vs {_cost(base)} per run)")
         changes = _changes(row)
         if abs(gain) <= threshold:
             advice.append(Recommendation("negligible", f"{row['description']} makes no real difference: {compared}; "
@@ -75,6 +75,12 @@ def from_ranking(ranking: list[dict]) -> list[Recommendation]:
     order = {kind: i for i, kind in enumerate(KINDS)}
     return sorted(advice, key=lambda r: (order[r.kind], -(r.figures.get("yours_error_mean_voxels", 0)
                                                           - r.figures.get("error_mean_voxels", 0))))
+
+
+def _cost(row: dict) -> str:
+    """CPU time per run (wall time is noisy on shared machines), else wall time."""
+    cpu = row.get("cpu_mean_s")
+    return f"{cpu:.3g} s CPU" if cpu is not None and cpu == cpu else f"{row['time_mean_s']:.3g} s"
 
 
 def best(recommendations: list[Recommendation]) -> Recommendation | None:

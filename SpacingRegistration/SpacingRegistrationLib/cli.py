@@ -407,7 +407,7 @@ def command_accuracy(arguments) -> int:
     for row in outcome.ranking:
         print(f"  {row['rank']:>2}. {row['candidate']:<28} mean error {row['error_mean_voxels']:.4g} voxels "
               f"(worst seed {row['error_worst_voxels']:.4g}, identity {row['identity_error_mean_voxels']:.4g}), "
-              f"{row['time_mean_s']:.3g} s per run" + (" [tied with the best]" if row["tied_with_best"] and row["rank"] > 1
+              f"{row['time_mean_s']:.3g} s ({row['cpu_mean_s']:.3g} s CPU) per run" + (" [tied with the best]" if row["tied_with_best"] and row["rank"] > 1
                                                         else ""))
     print("Advice:")
     for recommendation in outcome.recommendations:
@@ -491,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--output", type=Path, required=True, help="check folder (resumed if it holds this check)")
     check.add_argument("--candidates", nargs="+", help="candidate names (default: all; 'yours' is always included): "
                        "yours normalised reproducible sampling-2.5 sampling-10 sampling-25 mesh-AxBxC "
-                       "scales-physical_shift scales-physical_shift_fast scales-none")
+                       "scales-physical_shift scales-physical_shift_fast scales-none, or sampling-<percent>, mesh-<x>x<y>x<z>, "
+                       "iterations-<n>, scales-<estimator>")
     check.add_argument("--seeds", type=int, default=4, help="sampling seeds per candidate (default 4)")
     check.add_argument("--amplitude-voxels", type=float, default=3.0, help="largest synthetic displacement (voxels)")
     check.add_argument("--deformation-seed", type=int, default=0, help="seed of the synthetic deformation")
