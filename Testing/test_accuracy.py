@@ -106,14 +106,14 @@ class SyntheticDeformationTest(unittest.TestCase):
 
 @unittest.skipUnless(GATE.is_file(), f"the real mouse PET gate is not at {GATE}")
 class AccuracyCheckTest(unittest.TestCase):
-    """One check shared by the tests: your settings, a deliberately bad candidate (1 iteration), 25 % sampling."""
+    """One check shared by the tests: your settings, a deliberately bad candidate (0.5 % sampling), 25 % sampling."""
 
     @classmethod
     def setUpClass(cls):
         cls.folder = Path(tempfile.mkdtemp())
         cls.image = gate_crop()
         cls.outcome = accuracy.check_accuracy(cls.image, cls.folder / "check", SETTINGS,
-                                              candidates=["iterations-1", "sampling-25"], options=OPTIONS,
+                                              candidates=["sampling-0.5", "sampling-25"], options=OPTIONS,
                                               executor="sequential")
 
     @classmethod
@@ -124,13 +124,13 @@ class AccuracyCheckTest(unittest.TestCase):
         return next(row for row in self.outcome.ranking if row["candidate"] == name)
 
     def test_bad_candidate_ranks_below_yours(self):
-        yours, bad = self._row("yours"), self._row("iterations-1")
+        yours, bad = self._row("yours"), self._row("sampling-0.5")
         self.assertGreater(bad["rank"], yours["rank"])
         self.assertGreater(bad["error_mean_voxels"] - yours["error_mean_voxels"], accuracy.tie_threshold(bad, yours))
         self.assertLess(yours["error_mean_voxels"], yours["identity_error_mean_voxels"])
-        worse = [r for r in self.outcome.recommendations if r.figures.get("candidate") == "iterations-1"]
+        worse = [r for r in self.outcome.recommendations if r.figures.get("candidate") == "sampling-0.5"]
         self.assertEqual([r.kind for r in worse], ["worse"])
-        self.assertEqual(worse[0].changes, {"lbfgs2": {"number_of_iterations": 1}})
+        self.assertEqual(worse[0].changes, {"sampling_percentage": 0.5})
         # Ranked by mean error over the seeds.
         errors = [row["error_mean_voxels"] for row in self.outcome.ranking]
         self.assertEqual(errors, sorted(errors))
@@ -145,7 +145,7 @@ class AccuracyCheckTest(unittest.TestCase):
             run_errors = json.loads((store.folder / "report" / "analysis.json").read_text())["analysis"]["run_errors"]
             self.assertAlmostEqual(np.mean([e["recovered"]["mean_voxels"] for e in run_errors.values()]),
                                    row["error_mean_voxels"], places=12)
-        self.assertEqual(self._row("iterations-1")["mode"], "native-reproducible")
+        self.assertEqual(self._row("sampling-0.5")["mode"], "native-reproducible")
 
     def test_ranking_json_csv_and_page_agree(self):
         paths = self.outcome.paths
@@ -198,7 +198,7 @@ class AccuracyCheckTest(unittest.TestCase):
         scene = bridge.createScene()
         node = bridge.volumeNodeFromImage(scene, self.image, "gate crop")
         outcome = RegistrationLogic(scene=scene).checkAccuracy(node, SETTINGS, self.folder / "check",
-                                                               candidates=["iterations-1", "sampling-25"], seeds=2,
+                                                               candidates=["sampling-0.5", "sampling-25"], seeds=2,
                                                                executor="sequential")
         self.assertEqual(outcome.completed, [])
         self.assertEqual(len(outcome.skipped), 6)
