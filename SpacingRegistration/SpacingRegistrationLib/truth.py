@@ -144,7 +144,8 @@ def error_of_transform(truth: Truth, transform: sitk.Transform, registered_fixed
     return error_of_voxel_field(truth, to_voxel_units(recovered_mm, registered_fixed), mask)
 
 
-def error_of_voxel_field(truth: Truth, recovered_voxels: np.ndarray, mask: np.ndarray | None = None) -> RegistrationError:
+def error_of_voxel_field(truth: Truth, recovered_voxels: np.ndarray,
+                         mask: np.ndarray | None = None) -> RegistrationError:
     """Error of a recovered field given in voxels of the image it registered (same grid size as the truth)."""
     if recovered_voxels.shape != truth.field_mm.shape:
         raise TruthError(f"the recovered field's grid {recovered_voxels.shape[:-1]} differs from the truth's "

@@ -1,4 +1,6 @@
-"""Variability of a study: per (mode, spacing) across repeats, and across spacings in voxel units; and, when the study has a known deformation, every run's error against it.
+"""Variability of a study: per (mode, spacing) across repeats, and across spacings in voxel units.
+
+With a known deformation, every run's error against it and each group's summary of those errors.
 
 Displacement fields are compared in voxels of the image each run registered, so results at different
 spacings are comparable: a spacing-invariant registration gives the same voxel field at every spacing.

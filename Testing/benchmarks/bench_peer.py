@@ -73,9 +73,10 @@ def fast_settings(seed: int = 1) -> tuple[RegistrationSettings, str]:
 
 
 def recommended_settings(mesh, percentage: float, seed: int = 1) -> RegistrationSettings:
-    return RegistrationSettings(reproducible=True, normalised_units=True, scales_estimator="none", sampling_seed=seed,
-                                sampling_strategy="random", sampling_percentage=percentage, mesh_size=mesh
-                                ).replace(lbfgs2={"line_search_maximum_evaluations": RECOMMENDED_LINE_SEARCH_EVALUATIONS})
+    settings = RegistrationSettings(reproducible=True, normalised_units=True, scales_estimator="none",
+                                    sampling_seed=seed, sampling_strategy="random", sampling_percentage=percentage,
+                                    mesh_size=mesh)
+    return settings.replace(lbfgs2={"line_search_maximum_evaluations": RECOMMENDED_LINE_SEARCH_EVALUATIONS})
 
 
 @dataclass
@@ -167,7 +168,8 @@ def main(argv=None) -> int:
         return 2
     plan = dict(QUICK if arguments.quick else FULL)
     plan["rounds"] = arguments.rounds or plan["rounds"]
-    plan["reported_rounds"] = plan["reported_rounds"] if arguments.reported_rounds is None else arguments.reported_rounds
+    if arguments.reported_rounds is not None:
+        plan["reported_rounds"] = arguments.reported_rounds
 
     paths = sample_data.fetch_mni152()
     pair = sample_data.make_pet_like_pair(paths["gm"], paths["wm"], voxel_size_mm=plan["voxel_size_mm"])
@@ -270,7 +272,8 @@ def goal(figures: dict) -> dict:
     """Is a recommended configuration at least as accurate as elastix on its grid (image and head) in no more
     CPU time, wall time against single-threaded elastix, wall time against elastix's default threads?"""
     lines = []
-    met = {"CPU time": False, "wall time vs elastix on one thread": False, "wall time vs elastix default threads": False}
+    met = {"CPU time": False, "wall time vs elastix on one thread": False,
+           "wall time vs elastix default threads": False}
     pairs = [("fast", "elastix-mesh2")] + [(name, f"elastix-mesh{mesh[0]}{threads}")
                                            for name, (mesh, _) in RECOMMENDED.items() for threads in ("", "-1t")]
     for name, peer in pairs:
