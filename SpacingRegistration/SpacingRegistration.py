@@ -76,8 +76,9 @@ except ImportError:  # pragma: no cover - every slicer-core so far has it
         def __init__(self):
             pass
 
-from SpacingRegistrationLib import mrml_bridge, parameters, reload_order
-from SpacingRegistrationLib.logic import RegistrationLogic
+from SpacingRegistrationLib import parameters, reload_order
+from SpacingRegistrationLib.mrml import bridge
+from SpacingRegistrationLib.mrml.logic import RegistrationLogic
 from SpacingRegistrationLib.settings import RegistrationSettings
 from SpacingRegistrationLib.workflow import POLL_SECONDS, Workflow
 
@@ -378,7 +379,7 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
 
 class SpacingRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
-    """ScriptedLoadableModuleLogic plus the library's RegistrationLogic (SpacingRegistrationLib/logic.py): GUI-free,
+    """ScriptedLoadableModuleLogic plus the library's RegistrationLogic (SpacingRegistrationLib/mrml/logic.py): GUI-free,
     every method takes explicit nodes, so it can be called from the Python console, tests and batch code.
 
     Uses ScriptedLoadableModuleLogic base class, available at:
@@ -412,7 +413,7 @@ class SpacingRegistrationTest(ScriptedLoadableModuleTest):
             scene.Clear()
             self.scene = scene
         else:
-            self.scene = mrml_bridge.createScene()
+            self.scene = bridge.createScene()
 
     def runTest(self):
         """Slicer's self-test entry."""
@@ -431,8 +432,8 @@ class SpacingRegistrationTest(ScriptedLoadableModuleTest):
     def test_register_creates_transform_and_diagnosis_table(self):
         logging.info("Register a small synthetic pair in a child process")
         logic = SpacingRegistrationLogic(scene=self.scene)
-        fixed = mrml_bridge.volumeNodeFromImage(self.scene, self.blobImage(0.0), "fixed blob")
-        moving = mrml_bridge.volumeNodeFromImage(self.scene, self.blobImage(1.5), "moving blob")
+        fixed = bridge.volumeNodeFromImage(self.scene, self.blobImage(0.0), "fixed blob")
+        moving = bridge.volumeNodeFromImage(self.scene, self.blobImage(1.5), "moving blob")
         events = []
         result = logic.register(fixed, moving, {"scales_estimator": "none", "lbfgs2": {"number_of_iterations": 5},
                                                 "reproducible": True}, progress=events.append)

@@ -3,7 +3,7 @@
 The browser gets slice and 3D views rendered by Slicer (slicer-core displayable managers, offscreen EGL, streamed
 by trame-rca) and a panel with the desktop module's settings. The page only binds, as the desktop panel does, the
 library's workflow.Workflow: it starts registrations and studies as child-process jobs through the module's logic
-(SpacingRegistrationLib.logic.RegistrationLogic), owns the texts shown, and makes the MRML nodes when the asyncio
+(SpacingRegistrationLib.mrml.logic.RegistrationLogic), owns the texts shown, and makes the MRML nodes when the asyncio
 loop polls it. The form's fields, labels and ranges come from the settings' metadata (parameters.py).
 """
 
@@ -23,7 +23,7 @@ os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # offs
 
 from SpacingRegistrationLib import parameters, sample_data, svg  # noqa: E402
 from SpacingRegistrationLib.images import InputImageError, check_image_file  # noqa: E402
-from SpacingRegistrationLib.logic import RegistrationLogic  # noqa: E402
+from SpacingRegistrationLib.mrml.logic import RegistrationLogic  # noqa: E402
 from SpacingRegistrationLib.settings import RegistrationSettings, SettingsError  # noqa: E402
 from SpacingRegistrationLib.workflow import POLL_SECONDS, Workflow  # noqa: E402
 

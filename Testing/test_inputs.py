@@ -434,23 +434,23 @@ class MixedInputsTest(unittest.TestCase):
         nodes are unchanged."""
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SpacingRegistration"))
         import SpacingRegistration
-        from SpacingRegistrationLib import mrml_bridge
+        from SpacingRegistrationLib.mrml import bridge
 
-        scene = mrml_bridge.createScene()
+        scene = bridge.createScene()
         logic = SpacingRegistration.SpacingRegistrationLogic(scene=scene)
         fixed_image = sitk.Cast(blob((20, 18, 16)) * 1000, sitk.sitkInt16)
         fixed_image.SetSpacing((1.0, 1.2, 1.5))
         moving_image = blob((14, 16, 12))
         moving_image.SetSpacing((1.4, 1.3, 2.0))
-        fixed = mrml_bridge.volumeNodeFromImage(scene, fixed_image, "fixed")
-        moving = mrml_bridge.volumeNodeFromImage(scene, moving_image, "moving")
-        before = [mrml_bridge.imageFromVolumeNode(n) for n in (fixed, moving)]
+        fixed = bridge.volumeNodeFromImage(scene, fixed_image, "fixed")
+        moving = bridge.volumeNodeFromImage(scene, moving_image, "moving")
+        before = [bridge.imageFromVolumeNode(n) for n in (fixed, moving)]
         settings = RegistrationSettings(scales_estimator="none").replace(lbfgs2={"number_of_iterations": 3})
         result = logic.register(fixed, moving, settings)
         self.assertTrue(result.moved)
         self.assertIsNotNone(logic.lastTransformNode)
         for node, image in zip((fixed, moving), before):
-            after = mrml_bridge.imageFromVolumeNode(node)
+            after = bridge.imageFromVolumeNode(node)
             np.testing.assert_array_equal(sitk.GetArrayViewFromImage(after), sitk.GetArrayViewFromImage(image))
             self.assertEqual(after.GetSpacing(), image.GetSpacing())
 

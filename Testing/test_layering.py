@@ -10,8 +10,8 @@ from pathlib import Path
 
 MODULE_DIRECTORY = Path(__file__).resolve().parents[1] / "SpacingRegistration"
 LIBRARY_DIRECTORY = MODULE_DIRECTORY / "SpacingRegistrationLib"
-#: Files of the library that may use slicer and vtk (but never qt/ctk).
-MRML_FILES = {"mrml_bridge.py", "rendering.py", "study_nodes.py", "logic.py"}
+#: The library's MRML layer: the only files that may use slicer and vtk (but never qt/ctk); the rest is the engine.
+MRML_DIRECTORY = LIBRARY_DIRECTORY / "mrml"
 ENGINE_PACKAGES = {"SimpleITK", "numpy", "SpacingRegistrationLib"}
 #: Optional packages the engine may import inside the function that uses them (never at module level).
 OPTIONAL_LAZY_PACKAGES = {"dask", "distributed", "matplotlib", "psutil"}  # psutil: memory, when installed
@@ -46,6 +46,17 @@ def topLevel(name: str) -> str:
     return name.split(".")[0]
 
 
+def importsTheMrmlLayer(name: str, statement: ast.stmt) -> bool:
+    """Does an import in a top-level library file reach SpacingRegistrationLib.mrml (``from .mrml...``,
+    ``from . import mrml``, ``SpacingRegistrationLib.mrml...``)?"""
+    parts = name.lstrip(".").split(".") if name.startswith(".") else name.split(".")[1:]
+    if not name.startswith(".") and topLevel(name) != "SpacingRegistrationLib":
+        return False
+    if parts and parts[0] == "mrml":
+        return True
+    return isinstance(statement, ast.ImportFrom) and parts in ([""], []) and any(a.name == "mrml" for a in statement.names)
+
+
 def isGuarded(tree: ast.AST, statement: ast.stmt) -> bool:
     """Is ``statement`` in the body of a try whose handlers catch ImportError?"""
     for node in ast.walk(tree):
@@ -57,17 +68,22 @@ def isGuarded(tree: ast.AST, statement: ast.stmt) -> bool:
 
 
 class LayeringTest(unittest.TestCase):
-    def libraryFiles(self):
-        files = sorted(LIBRARY_DIRECTORY.glob("*.py"))
+    def engineFiles(self):
+        files = sorted(p for p in LIBRARY_DIRECTORY.rglob("*.py") if MRML_DIRECTORY not in p.parents)
         self.assertGreater(len(files), 5)
+        return files
+
+    def mrmlFiles(self):
+        files = sorted(MRML_DIRECTORY.rglob("*.py"))
+        self.assertGreaterEqual({p.name for p in files}, {"bridge.py", "logic.py", "rendering.py", "study_nodes.py"})
         return files
 
     def test_engine_files_import_only_stdlib_simpleitk_numpy_and_the_library(self):
         allowed = set(sys.stdlib_module_names) | ENGINE_PACKAGES
-        for path in self.libraryFiles():
-            if path.name in MRML_FILES:
-                continue
+        for path in self.engineFiles():
             for name, statement, depth in imports(ast.parse(path.read_text(encoding="utf-8"))):
+                with self.subTest(file=path.name, line=statement.lineno, module=name):
+                    self.assertFalse(importsTheMrmlLayer(name, statement), "the engine must not import the MRML layer")
                 if name.startswith("."):
                     continue
                 with self.subTest(file=path.name, line=statement.lineno, module=name):
@@ -77,9 +93,7 @@ class LayeringTest(unittest.TestCase):
                         self.assertIn(topLevel(name), allowed | OPTIONAL_LAZY_PACKAGES)
 
     def test_mrml_files_import_no_qt(self):
-        for path in self.libraryFiles():
-            if path.name not in MRML_FILES:
-                continue
+        for path in self.mrmlFiles():
             for name, statement, _depth in imports(ast.parse(path.read_text(encoding="utf-8"))):
                 with self.subTest(file=path.name, line=statement.lineno):
                     self.assertNotIn(topLevel(name), QT_PACKAGES)

@@ -22,7 +22,8 @@ import slicer
 import slicer.util
 
 import SpacingRegistration
-from SpacingRegistrationLib import images, jobs, logic, mrml_bridge, parameters, reload_order, study_nodes
+from SpacingRegistrationLib import images, jobs, parameters, reload_order
+from SpacingRegistrationLib.mrml import bridge, logic, study_nodes
 from SpacingRegistrationLib.grid import grid_geometry
 from SpacingRegistrationLib.settings import RegistrationSettings, SettingsError, from_dict, to_dict
 from SpacingRegistrationLib.study_spec import StudySpec
@@ -43,7 +44,7 @@ class LogicTest(unittest.TestCase):
         return from_dict({**cls.FAST, **changes})
 
     def setUp(self):
-        self.scene = mrml_bridge.createScene()
+        self.scene = bridge.createScene()
         self.logic = SpacingRegistration.SpacingRegistrationLogic(scene=self.scene)
 
     def _say(self, message):
@@ -63,8 +64,8 @@ class LogicTest(unittest.TestCase):
         return image
 
     def _volumePair(self, movingOrigin=(-20.0, 10.0, 5.0)):
-        fixed = mrml_bridge.volumeNodeFromImage(self.scene, self._blobImage(0.0), "fixed blob")
-        moving = mrml_bridge.volumeNodeFromImage(self.scene, self._blobImage(1.5, origin=movingOrigin), "moving blob")
+        fixed = bridge.volumeNodeFromImage(self.scene, self._blobImage(0.0), "fixed blob")
+        moving = bridge.volumeNodeFromImage(self.scene, self._blobImage(1.5, origin=movingOrigin), "moving blob")
         return fixed, moving
 
     @staticmethod
@@ -78,7 +79,7 @@ class LogicTest(unittest.TestCase):
     @staticmethod
     def _rasThroughNode(node, lpsPoints) -> np.ndarray:
         transformFromParent = node.GetTransformFromParent()
-        return np.array([transformFromParent.TransformPoint(p) for p in mrml_bridge.lpsToRas(lpsPoints).tolist()])
+        return np.array([transformFromParent.TransformPoint(p) for p in bridge.lpsToRas(lpsPoints).tolist()])
 
     # --- settings <-> parameters ----------------------------------------------------------------------------------
 
@@ -147,8 +148,8 @@ class LogicTest(unittest.TestCase):
         self.assertEqual(transformNode.GetClassName(), "vtkMRMLBSplineTransformNode")
         self.assertIs(transformNode.GetScene(), self.scene)
         points = self._domainPoints(result.transform)
-        expected = mrml_bridge.lpsToRas([result.transform.TransformPoint(p) for p in points.tolist()])
-        self.assertGreater(np.abs(expected - mrml_bridge.lpsToRas(points)).max(), 0.1)  # the transform moves points
+        expected = bridge.lpsToRas([result.transform.TransformPoint(p) for p in points.tolist()])
+        self.assertGreater(np.abs(expected - bridge.lpsToRas(points)).max(), 0.1)  # the transform moves points
         error = np.linalg.norm(self._rasThroughNode(transformNode, points) - expected, axis=1)
         self.assertLess(error.max(), 1e-6)
 
@@ -209,8 +210,8 @@ class LogicTest(unittest.TestCase):
             for node in [groups, nodes["runs"], *nodes["charts"], *nodes["spreadMaps"]]:
                 self.assertIs(node.GetScene(), self.scene)
 
-            path = mrml_bridge.saveSceneToMrb(self.scene, pathlib.Path(folder) / "study.mrb")
-            loaded = mrml_bridge.loadSceneFromMrb(path)
+            path = bridge.saveSceneToMrb(self.scene, pathlib.Path(folder) / "study.mrb")
+            loaded = bridge.loadSceneFromMrb(path)
         loadedGroups = loaded.GetNodeByID(groups.GetID())
         self.assertEqual([loadedGroups.GetCellText(r, c) for r in range(4) for c in range(5)],
                          [groups.GetCellText(r, c) for r in range(4) for c in range(5)])
@@ -235,11 +236,11 @@ class LogicTest(unittest.TestCase):
 
         # T(p) = O_m + f (T_override(O_f + (p - O_f) / f) - O_m) with f = volume spacing / override spacing
         factor, fixedOrigin, movingOrigin = 2.0 / 0.5, np.array(fixedImage.GetOrigin()), np.array(movingImage.GetOrigin())
-        converted = mrml_bridge.sitkBSplineFromTransformNode(transformNode)
+        converted = bridge.sitkBSplineFromTransformNode(transformNode)
         points = self._domainPoints(converted)
         expected = np.array([movingOrigin + factor * (np.array(result.transform.TransformPoint(
             (fixedOrigin + (p - fixedOrigin) / factor).tolist())) - movingOrigin) for p in points])
-        error = np.linalg.norm(self._rasThroughNode(transformNode, points) - mrml_bridge.lpsToRas(expected), axis=1)
+        error = np.linalg.norm(self._rasThroughNode(transformNode, points) - bridge.lpsToRas(expected), axis=1)
         self.assertLess(error.max(), 1e-6)
         bounds = [converted.GetTransformDomainOrigin(), converted.GetTransformDomainPhysicalDimensions()]
         self.assertGreater(min(bounds[1]), 24 * 2.0)  # the domain covers the volume, not the override copy
@@ -247,7 +248,7 @@ class LogicTest(unittest.TestCase):
     def test_bad_input_raises_clear_errors_and_adds_no_nodes(self):
         self._say("Bad inputs")
         fixed, moving = self._volumePair()
-        constant = mrml_bridge.volumeNodeFromImage(self.scene, sitk.Image([24, 24, 24], sitk.sitkFloat32), "constant")
+        constant = bridge.volumeNodeFromImage(self.scene, sitk.Image([24, 24, 24], sitk.sitkFloat32), "constant")
         count = self.scene.GetNumberOfNodes()
         with self.assertRaisesRegex(images.InputImageError, "constant"):
             self.logic.register(constant, moving, self.FAST)
@@ -270,7 +271,7 @@ class LogicTest(unittest.TestCase):
         fixed, _moving = self._volumePair()
         count = self.scene.GetNumberOfNodes()
         nodes, geometry = self.logic.showControlGrid(fixed, meshSize=(2, 3, 2))
-        image = mrml_bridge.imageFromVolumeNode(fixed)
+        image = bridge.imageFromVolumeNode(fixed)
         reference = grid_geometry(sitk.BSplineTransformInitializer(image, [2, 3, 2]), image)
         self.assertEqual(geometry.points_per_axis, (5, 6, 5))
         self.assertEqual((geometry.inside_count, geometry.outside_count),
@@ -279,7 +280,7 @@ class LogicTest(unittest.TestCase):
         inside = nodes["controlPointsInside"].GetPolyData().GetNumberOfPoints()
         outside = nodes["controlPointsOutside"].GetPolyData().GetNumberOfPoints()
         self.assertEqual(inside * geometry.outside_count, outside * geometry.inside_count)  # same points per sphere
-        self.assertEqual(len(nodes), len(mrml_bridge.GRID_COLORS))
+        self.assertEqual(len(nodes), len(bridge.GRID_COLORS))
         afterFirst = self.scene.GetNumberOfNodes()
         self.assertEqual(afterFirst, count + 2 * len(nodes))  # models and their display nodes
 
@@ -297,7 +298,7 @@ class LogicTest(unittest.TestCase):
     def test_geometry_image_matches_the_volume(self):
         fixed, _moving = self._volumePair()
         geometryImage = self.logic.geometryImageFromVolumeNode(fixed)
-        image = mrml_bridge.imageFromVolumeNode(fixed)
+        image = bridge.imageFromVolumeNode(fixed)
         self.assertEqual(geometryImage.GetSize(), image.GetSize())
         np.testing.assert_allclose(geometryImage.GetOrigin(), image.GetOrigin(), atol=1e-12)
         np.testing.assert_allclose(geometryImage.GetSpacing(), image.GetSpacing(), atol=1e-12)
@@ -313,8 +314,8 @@ class LogicTest(unittest.TestCase):
         self.logic.showControlGrid(fixed)
         rows = self.logic.diagnosisFromTableNode(tableNode)
         with tempfile.TemporaryDirectory(prefix="SpacingRegistrationTest-") as directory:
-            path = mrml_bridge.saveSceneToMrb(self.scene, pathlib.Path(directory) / "outputs.mrb")
-            loaded = mrml_bridge.loadSceneFromMrb(path)
+            path = bridge.saveSceneToMrb(self.scene, pathlib.Path(directory) / "outputs.mrb")
+            loaded = bridge.loadSceneFromMrb(path)
         loadedTransform = loaded.GetFirstNodeByName(transformNode.GetName())
         loadedTable = loaded.GetFirstNodeByName(tableNode.GetName())
         self.assertIsNotNone(loadedTransform)
@@ -329,17 +330,18 @@ class LogicTest(unittest.TestCase):
         gridModels = [loaded.GetNthNodeByClass(i, "vtkMRMLModelNode")
                       for i in range(loaded.GetNumberOfNodesByClass("vtkMRMLModelNode"))]
         self.assertEqual(sum(m.GetAttribute(logic.GRID_ATTRIBUTE) == logic.GRID_NAME_PREFIX for m in gridModels),
-                         len(mrml_bridge.GRID_COLORS))
+                         len(bridge.GRID_COLORS))
 
     # --- module -----------------------------------------------------------------------------------------------------
 
     def test_library_reload_order_puts_dependencies_first(self):
         order = reload_order.submodules_in_dependency_order()
         libraryDirectory = MODULE_DIRECTORY / "SpacingRegistrationLib"
-        self.assertEqual(set(order), {p.stem for p in libraryDirectory.glob("*.py")} - {"__init__"})
+        names = {".".join(p.relative_to(libraryDirectory).with_suffix("").parts) for p in libraryDirectory.rglob("*.py")}
+        self.assertEqual(set(order), {n.removesuffix(".__init__") for n in names} - {"__init__"})
         for before, after in (("settings", "grid"), ("grid", "registration"), ("diagnostics", "registration"),
-                              ("registration", "describe"), ("grid", "mrml_bridge"), ("jobs", "logic"),
-                              ("parameters", "workflow")):
+                              ("registration", "describe"), ("grid", "mrml.bridge"), ("mrml", "mrml.bridge"),
+                              ("mrml.bridge", "mrml.study_nodes"), ("jobs", "mrml.logic"), ("parameters", "workflow")):
             self.assertLess(order.index(before), order.index(after), (before, after))
 
     def test_module_description(self):
@@ -377,11 +379,11 @@ class LogicJobTest(unittest.TestCase):
     """The logic and the workflow over child-process jobs: what a panel or the web page sees."""
 
     def setUp(self):
-        self.scene = mrml_bridge.createScene()
+        self.scene = bridge.createScene()
         self.logic = SpacingRegistration.SpacingRegistrationLogic(scene=self.scene)
         pair = testdata.pet_like_pair()
-        self.fixed = mrml_bridge.volumeNodeFromImage(self.scene, pair.fixed, "fixed")
-        self.moving = mrml_bridge.volumeNodeFromImage(self.scene, pair.moving, "moving")
+        self.fixed = bridge.volumeNodeFromImage(self.scene, pair.fixed, "fixed")
+        self.moving = bridge.volumeNodeFromImage(self.scene, pair.moving, "moving")
 
     def _pollUntilEnd(self, workflow, seconds=120):
         deadline = time.monotonic() + seconds

@@ -1,4 +1,4 @@
-"""Tests of SpacingRegistrationLib.mrml_bridge against a real (headless) vtkMRMLScene."""
+"""Tests of SpacingRegistrationLib.mrml.bridge against a real (headless) vtkMRMLScene."""
 
 import os
 import sys
@@ -14,7 +14,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from SpacingRegistrationLib import mrml_bridge
+from SpacingRegistrationLib.mrml import bridge
 from SpacingRegistrationLib.grid import grid_geometry
 
 TOLERANCE_MM = 1e-6
@@ -51,11 +51,11 @@ def pointsInDomain(transform: sitk.BSplineTransform, count: int, seed=11) -> np.
 
 def rasThroughNode(node, lpsPoints: np.ndarray) -> np.ndarray:
     transformFromParent = node.GetTransformFromParent()
-    return np.array([transformFromParent.TransformPoint(p) for p in mrml_bridge.lpsToRas(lpsPoints).tolist()])
+    return np.array([transformFromParent.TransformPoint(p) for p in bridge.lpsToRas(lpsPoints).tolist()])
 
 
 def rasThroughSitk(transform: sitk.Transform, lpsPoints: np.ndarray) -> np.ndarray:
-    return mrml_bridge.lpsToRas([transform.TransformPoint(p) for p in lpsPoints.tolist()])
+    return bridge.lpsToRas([transform.TransformPoint(p) for p in lpsPoints.tolist()])
 
 
 def pointsArray(node) -> np.ndarray:
@@ -65,7 +65,7 @@ def pointsArray(node) -> np.ndarray:
 
 class VolumeTest(unittest.TestCase):
     def setUp(self):
-        self.scene = mrml_bridge.createScene()
+        self.scene = bridge.createScene()
 
     def assertSameImage(self, actual: sitk.Image, expected: sitk.Image):
         self.assertEqual(actual.GetPixelID(), expected.GetPixelID())
@@ -78,45 +78,45 @@ class VolumeTest(unittest.TestCase):
         for pixelType in (sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkInt16, sitk.sitkUInt8):
             with self.subTest(pixelType=sitk.GetPixelIDValueAsString(pixelType)):
                 image = rotatedImage(pixelType)
-                node = mrml_bridge.volumeNodeFromImage(self.scene, image, "volume")
+                node = bridge.volumeNodeFromImage(self.scene, image, "volume")
                 self.assertEqual(node.GetClassName(), "vtkMRMLScalarVolumeNode")
                 self.assertIsNotNone(node.GetDisplayNode())
                 self.assertIsNotNone(self.scene.GetNodeByID(node.GetDisplayNode().GetColorNodeID()))
-                self.assertSameImage(mrml_bridge.imageFromVolumeNode(node), image)
+                self.assertSameImage(bridge.imageFromVolumeNode(node), image)
 
     def test_ijk_to_ras_is_lps_geometry_flipped(self):
         image = rotatedImage()
-        node = mrml_bridge.volumeNodeFromImage(self.scene, image, "volume")
+        node = bridge.volumeNodeFromImage(self.scene, image, "volume")
         ijkToRas = vtk.vtkMatrix4x4()
         node.GetIJKToRASMatrix(ijkToRas)
         for index in [(0, 0, 0), (13, 0, 0), (3, 10, 8), (13, 10, 8)]:
             ras = ijkToRas.MultiplyPoint((*index, 1.0))[:3]
             lps = image.TransformIndexToPhysicalPoint(index)
-            np.testing.assert_allclose(ras, mrml_bridge.lpsToRas(lps), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(ras, bridge.lpsToRas(lps), rtol=0, atol=1e-12)
         self.assertEqual(node.GetImageData().GetDimensions(), image.GetSize())
 
     def test_rejects_vector_images(self):
         vector = sitk.Image([4, 4, 4], sitk.sitkVectorFloat32, 3)
         with self.assertRaises(ValueError):
-            mrml_bridge.volumeNodeFromImage(self.scene, vector, "vector")
+            bridge.volumeNodeFromImage(self.scene, vector, "vector")
 
 
 class BSplineTransformTest(unittest.TestCase):
     def setUp(self):
-        self.scene = mrml_bridge.createScene()
+        self.scene = bridge.createScene()
         self.transform = randomBSpline(rotatedImage())
-        self.node = mrml_bridge.bsplineTransformNodeFromSitk(self.scene, self.transform, "bspline")
+        self.node = bridge.bsplineTransformNodeFromSitk(self.scene, self.transform, "bspline")
         self.points = pointsInDomain(self.transform, 300)
 
     def test_transform_from_parent_matches_sitk_inside_domain(self):
         expected = rasThroughSitk(self.transform, self.points)
-        self.assertGreater(np.abs(expected - mrml_bridge.lpsToRas(self.points)).max(), 1.0)  # non-trivial
+        self.assertGreater(np.abs(expected - bridge.lpsToRas(self.points)).max(), 1.0)  # non-trivial
         error = np.linalg.norm(rasThroughNode(self.node, self.points) - expected, axis=1)
         self.assertLess(error.max(), TOLERANCE_MM)
 
     def test_transform_to_parent_is_the_other_direction(self):
         transformToParent = self.node.GetTransformToParent()
-        moved = np.array([transformToParent.TransformPoint(p) for p in mrml_bridge.lpsToRas(self.points).tolist()])
+        moved = np.array([transformToParent.TransformPoint(p) for p in bridge.lpsToRas(self.points).tolist()])
         error = np.linalg.norm(moved - rasThroughSitk(self.transform, self.points), axis=1)
         self.assertGreater(error.max(), 0.1)
 
@@ -125,12 +125,12 @@ class BSplineTransformTest(unittest.TestCase):
         self.assertTrue(self.node.GetTransformFromParent().IsA("vtkOrientedBSplineTransform"))
 
     def test_generic_sitk_transform_holding_a_bspline_is_accepted(self):
-        node = mrml_bridge.bsplineTransformNodeFromSitk(self.scene, sitk.Transform(self.transform), "generic")
+        node = bridge.bsplineTransformNodeFromSitk(self.scene, sitk.Transform(self.transform), "generic")
         error = np.linalg.norm(rasThroughNode(node, self.points) - rasThroughSitk(self.transform, self.points), axis=1)
         self.assertLess(error.max(), TOLERANCE_MM)
 
     def test_inverse_conversion_restores_parameters(self):
-        restored = mrml_bridge.sitkBSplineFromTransformNode(self.node)
+        restored = bridge.sitkBSplineFromTransformNode(self.node)
         np.testing.assert_allclose(restored.GetFixedParameters(), self.transform.GetFixedParameters(), rtol=0, atol=1e-12)
         np.testing.assert_allclose(restored.GetParameters(), self.transform.GetParameters(), rtol=0, atol=1e-12)
         error = np.linalg.norm(rasThroughSitk(restored, self.points) - rasThroughSitk(self.transform, self.points), axis=1)
@@ -139,7 +139,7 @@ class BSplineTransformTest(unittest.TestCase):
     def test_non_bspline_node_is_rejected(self):
         linear = self.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "linear")
         with self.assertRaises(ValueError):
-            mrml_bridge.sitkBSplineFromTransformNode(linear)
+            bridge.sitkBSplineFromTransformNode(linear)
 
 
 class ControlGridModelTest(unittest.TestCase):
@@ -149,8 +149,8 @@ class ControlGridModelTest(unittest.TestCase):
         cls.geometry = grid_geometry(randomBSpline(cls.image, meshSize=(2, 3, 2)), cls.image)
 
     def setUp(self):
-        self.scene = mrml_bridge.createScene()
-        self.nodes = mrml_bridge.controlGridModelNodes(self.scene, self.geometry, "grid")
+        self.scene = bridge.createScene()
+        self.nodes = bridge.controlGridModelNodes(self.scene, self.geometry, "grid")
 
     def sphereCentres(self, node) -> np.ndarray:
         points = pointsArray(node)
@@ -158,7 +158,7 @@ class ControlGridModelTest(unittest.TestCase):
         return points.reshape(-1, pointsPerSphere, 3).mean(axis=1)
 
     def test_all_models_with_display_nodes(self):
-        self.assertEqual(set(self.nodes), set(mrml_bridge.GRID_COLORS))
+        self.assertEqual(set(self.nodes), set(bridge.GRID_COLORS))
         colors = set()
         for key, node in self.nodes.items():
             self.assertEqual(node.GetClassName(), "vtkMRMLModelNode")
@@ -171,7 +171,7 @@ class ControlGridModelTest(unittest.TestCase):
     def test_control_points_at_ras_positions_and_counted(self):
         self.assertGreater(self.geometry.inside_count, 0)
         self.assertGreater(self.geometry.outside_count, 0)
-        ras = mrml_bridge.lpsToRas(self.geometry.control_points)
+        ras = bridge.lpsToRas(self.geometry.control_points)
         inside = self.geometry.control_points_inside
         for key, expected in (("controlPointsInside", ras[inside]), ("controlPointsOutside", ras[~inside])):
             centres = self.sphereCentres(self.nodes[key])
@@ -181,7 +181,7 @@ class ControlGridModelTest(unittest.TestCase):
 
     def test_lattice_lines_join_neighbouring_control_points(self):
         polyData = self.nodes["lattice"].GetPolyData()
-        ras = mrml_bridge.lpsToRas(self.geometry.control_points)
+        ras = bridge.lpsToRas(self.geometry.control_points)
         np.testing.assert_allclose(pointsArray(self.nodes["lattice"]), ras, rtol=0, atol=1e-12)
         n = np.asarray(self.geometry.points_per_axis)
         self.assertEqual(polyData.GetNumberOfLines(), int(sum(np.prod(n) // n)))
@@ -199,7 +199,7 @@ class ControlGridModelTest(unittest.TestCase):
         polyData = self.nodes["latticePlanes"].GetPolyData()
         self.assertEqual(polyData.GetNumberOfPolys(), sum(self.geometry.points_per_axis))
         corners = pointsArray(self.nodes["latticePlanes"]).reshape(-1, 4, 3)
-        ras = mrml_bridge.lpsToRas(self.geometry.control_points)
+        ras = bridge.lpsToRas(self.geometry.control_points)
         for quad in corners:
             distances = np.linalg.norm(ras[:, None, :] - quad[None], axis=2).min(axis=0)
             np.testing.assert_allclose(distances, 0, atol=1e-9)
@@ -209,7 +209,7 @@ class ControlGridModelTest(unittest.TestCase):
     def test_boxes_are_closed_surfaces_through_the_corners(self):
         for key, cornersLps in (("domainBox", self.geometry.domain_corners),
                                 ("imageExtentBox", self.geometry.image_corners)):
-            corners = mrml_bridge.lpsToRas(cornersLps)
+            corners = bridge.lpsToRas(cornersLps)
             polyData = self.nodes[key].GetPolyData()
             np.testing.assert_allclose(pointsArray(self.nodes[key]), corners, rtol=0, atol=1e-12, err_msg=key)
             bounds = np.array(polyData.GetBounds()).reshape(3, 2)
@@ -232,21 +232,21 @@ class MrbRoundTripTest(unittest.TestCase):
     def test_every_output_node_round_trips(self):
         image = rotatedImage()
         transform = randomBSpline(image)
-        scene = mrml_bridge.createScene()
-        volume = mrml_bridge.volumeNodeFromImage(scene, image, "fixed")
-        mrml_bridge.bsplineTransformNodeFromSitk(scene, transform, "bspline")
-        models = mrml_bridge.controlGridModelNodes(scene, grid_geometry(transform, image), "grid")
+        scene = bridge.createScene()
+        volume = bridge.volumeNodeFromImage(scene, image, "fixed")
+        bridge.bsplineTransformNodeFromSitk(scene, transform, "bspline")
+        models = bridge.controlGridModelNodes(scene, grid_geometry(transform, image), "grid")
         points = pointsInDomain(transform, 100)
 
         with tempfile.TemporaryDirectory() as directory:
-            path = mrml_bridge.saveSceneToMrb(scene, Path(directory) / "scene.mrb")
+            path = bridge.saveSceneToMrb(scene, Path(directory) / "scene.mrb")
             self.assertGreater(path.stat().st_size, 0)
-            loaded = mrml_bridge.loadSceneFromMrb(path)
+            loaded = bridge.loadSceneFromMrb(path)
 
         loadedVolume = loaded.GetFirstNodeByName("fixed")
         self.assertIsNotNone(loadedVolume)
         self.assertIsNotNone(loaded.GetNodeByID(loadedVolume.GetDisplayNode().GetColorNodeID()))
-        loadedImage = mrml_bridge.imageFromVolumeNode(loadedVolume)
+        loadedImage = bridge.imageFromVolumeNode(loadedVolume)
         np.testing.assert_array_equal(sitk.GetArrayViewFromImage(loadedImage), sitk.GetArrayViewFromImage(image))
         np.testing.assert_allclose(loadedImage.GetOrigin(), image.GetOrigin(), atol=1e-9)
         np.testing.assert_allclose(loadedImage.GetDirection(), image.GetDirection(), atol=1e-9)
@@ -257,7 +257,7 @@ class MrbRoundTripTest(unittest.TestCase):
         self.assertEqual(loadedTransform.GetClassName(), "vtkMRMLBSplineTransformNode")
         expected = rasThroughSitk(transform, points)
         self.assertLess(np.linalg.norm(rasThroughNode(loadedTransform, points) - expected, axis=1).max(), TOLERANCE_MM)
-        restored = mrml_bridge.sitkBSplineFromTransformNode(loadedTransform)
+        restored = bridge.sitkBSplineFromTransformNode(loadedTransform)
         self.assertLess(np.linalg.norm(rasThroughSitk(restored, points) - expected, axis=1).max(), TOLERANCE_MM)
 
         for key, model in models.items():
@@ -275,7 +275,7 @@ class MrbRoundTripTest(unittest.TestCase):
             path.write_bytes(b"not a zip archive")
             before = os.getcwd()
             with self.assertRaises(RuntimeError):
-                mrml_bridge.loadSceneFromMrb(path)
+                bridge.loadSceneFromMrb(path)
             self.assertEqual(os.getcwd(), before)
 
 

@@ -181,12 +181,12 @@ class ModuleLogicOutputTest(unittest.TestCase):
     def test_run_study_into_a_read_only_mount(self):
         sys.path.insert(0, str(ROOT / "SpacingRegistration"))
         import SpacingRegistration
-        from SpacingRegistrationLib import mrml_bridge
+        from SpacingRegistrationLib.mrml import bridge
 
-        scene = mrml_bridge.createScene()
+        scene = bridge.createScene()
         logic = SpacingRegistration.SpacingRegistrationLogic(scene=scene)
-        fixed = mrml_bridge.volumeNodeFromImage(scene, blob((16, 16, 16)), "fixed")
-        moving = mrml_bridge.volumeNodeFromImage(scene, blob((16, 16, 16), shift=1.5), "moving")
+        fixed = bridge.volumeNodeFromImage(scene, blob((16, 16, 16)), "fixed")
+        moving = bridge.volumeNodeFromImage(scene, blob((16, 16, 16), shift=1.5), "moving")
         count = scene.GetNumberOfNodes()
         with small_filesystem(self, read_only=True) as mount:
             # the logic runs studies as jobs in a child process: the job's error carries the same one-line message

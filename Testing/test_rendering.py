@@ -1,4 +1,4 @@
-"""Tests of SpacingRegistrationLib.rendering: offscreen slice and 3D pictures of a real (headless) MRML scene.
+"""Tests of SpacingRegistrationLib.mrml.rendering: offscreen slice and 3D pictures of a real (headless) MRML scene.
 
 Pixels are checked against the geometry: grid models must appear, in their display colours, where
 sliceRasToPixel puts their RAS coordinates (within PIXEL_TOLERANCE), and nowhere else.
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from SpacingRegistrationLib import mrml_bridge, rendering
+from SpacingRegistrationLib.mrml import bridge, rendering
 from SpacingRegistrationLib.grid import grid_geometry
 
 #: Slice lines are drawn 2 px (boxes) or 1 px (lattice planes) wide next to the predicted position.
@@ -25,7 +25,7 @@ COLOUR_TOLERANCE = 3
 SPHERE_CENTRE_LPS = (14.0, 23.0, 20.0)
 SPHERE_RADIUS_MM = 8.0
 MARGIN = 0.1
-GRID_KEYS = tuple(mrml_bridge.GRID_COLORS)
+GRID_KEYS = tuple(bridge.GRID_COLORS)
 
 
 def sphereImage() -> sitk.Image:
@@ -37,13 +37,13 @@ def sphereImage() -> sitk.Image:
 
 def colourMask(picture: np.ndarray, key: str) -> np.ndarray:
     """Pixels showing the flat display colour of grid model ``key``."""
-    colour = np.round(np.asarray(mrml_bridge.GRID_COLORS[key]) * 255)
+    colour = np.round(np.asarray(bridge.GRID_COLORS[key]) * 255)
     return np.all(np.abs(picture.astype(float) - colour) <= COLOUR_TOLERANCE, axis=2)
 
 
 def shadedMask(picture: np.ndarray, key: str) -> np.ndarray:
     """Pixels of a lit surface in the display colour of ``key``: the colour scaled by the shading."""
-    colour = np.asarray(mrml_bridge.GRID_COLORS[key])
+    colour = np.asarray(bridge.GRID_COLORS[key])
     pixels = picture.astype(float)
     brightness = np.linalg.norm(pixels, axis=2)
     cosine = pixels @ colour / np.maximum(brightness, 1e-9) / np.linalg.norm(colour)
@@ -68,9 +68,9 @@ class SceneMixin:
     def setUpClass(cls):
         cls.image = sphereImage()
         cls.geometry = grid_geometry(sitk.BSplineTransformInitializer(cls.image, [2, 2, 2]), cls.image)
-        cls.scene = mrml_bridge.createScene()
-        cls.volume = mrml_bridge.volumeNodeFromImage(cls.scene, cls.image, "sphere")
-        cls.models = mrml_bridge.controlGridModelNodes(cls.scene, cls.geometry, "grid")
+        cls.scene = bridge.createScene()
+        cls.volume = bridge.volumeNodeFromImage(cls.scene, cls.image, "sphere")
+        cls.models = bridge.controlGridModelNodes(cls.scene, cls.geometry, "grid")
         cls.directory = Path(tempfile.mkdtemp(prefix="test-rendering-"))
 
     @classmethod
@@ -101,7 +101,7 @@ class SliceViewTest(SceneMixin, unittest.TestCase):
         return self.view.render(self.directory / f"{name or orientation}.png")
 
     def toPixels(self, lpsPoints):
-        return rendering.sliceRasToPixel(self.view.sliceNode, mrml_bridge.lpsToRas(lpsPoints))
+        return rendering.sliceRasToPixel(self.view.sliceNode, bridge.lpsToRas(lpsPoints))
 
     def boxOutline(self, corners, picture):
         """Predicted columns and rows of a box's outline in the current slice (box axes along the view's)."""

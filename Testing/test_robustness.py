@@ -392,10 +392,10 @@ class ModuleLogicBadInputTest(unittest.TestCase):
     def setUp(self):
         sys.path.insert(0, str(ROOT / "SpacingRegistration"))
         import SpacingRegistration
-        from SpacingRegistrationLib import mrml_bridge
+        from SpacingRegistrationLib.mrml import bridge
 
-        self.bridge = mrml_bridge
-        self.scene = mrml_bridge.createScene()
+        self.bridge = bridge
+        self.scene = bridge.createScene()
         self.logic = SpacingRegistration.SpacingRegistrationLogic(scene=self.scene)
         self.folder = Path(tempfile.mkdtemp())
         self.addCleanup(shutil.rmtree, self.folder, True)

@@ -146,14 +146,14 @@ class StudyHandEditTest(unittest.TestCase):
     def test_module_logic_refuses_an_edited_study_and_leaves_the_scene(self):
         sys.path.insert(0, str(ROOT / "SpacingRegistration"))
         import SpacingRegistration
-        from SpacingRegistrationLib import mrml_bridge
+        from SpacingRegistrationLib.mrml import bridge
 
         folder = self.copy()
         (folder / "runs.jsonl").write_text((folder / "runs.jsonl").read_text().replace('"repeat": 0', '"repeat": 5', 1))
-        scene = mrml_bridge.createScene()
+        scene = bridge.createScene()
         logic = SpacingRegistration.SpacingRegistrationLogic(scene=scene)
-        fixed = mrml_bridge.volumeNodeFromImage(scene, FIXED, "fixed")
-        moving = mrml_bridge.volumeNodeFromImage(scene, MOVING, "moving")
+        fixed = bridge.volumeNodeFromImage(scene, FIXED, "fixed")
+        moving = bridge.volumeNodeFromImage(scene, MOVING, "moving")
         count = scene.GetNumberOfNodes()
         # the logic runs studies as jobs in a child process: the job's error carries the same one-line message
         self.assert_refused(folder, lambda: logic.runStudy(fixed, moving, SPEC, folder, executor="sequential"),

@@ -242,7 +242,8 @@ class CMakeListsTest(unittest.TestCase):
         return [entry.replace("${MODULE_NAME}", "SpacingRegistration") for entry in match.group(1).split()]
 
     def test_scripts_list_every_python_file(self):
-        expected = {"SpacingRegistration.py"} | {f"SpacingRegistrationLib/{p.name}" for p in LIBRARY_DIRECTORY.glob("*.py")}
+        expected = {"SpacingRegistration.py"} | {p.relative_to(MODULE_DIRECTORY).as_posix()
+                                                 for p in LIBRARY_DIRECTORY.rglob("*.py")}
         self.assertEqual(set(self.cmakeList("MODULE_PYTHON_SCRIPTS")), expected)
 
     def test_resources_list_every_resource_file(self):

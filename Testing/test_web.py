@@ -21,7 +21,7 @@ import urllib.request
 
 import numpy as np
 
-from SpacingRegistrationLib.mrml_bridge import GRID_COLORS
+from SpacingRegistrationLib.mrml.bridge import GRID_COLORS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

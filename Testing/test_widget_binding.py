@@ -22,7 +22,8 @@ import slicer
 import slicer.util
 
 import SpacingRegistration
-from SpacingRegistrationLib import mrml_bridge, parameters
+from SpacingRegistrationLib import parameters
+from SpacingRegistrationLib.mrml import bridge
 from SpacingRegistrationLib.settings import RegistrationSettings
 from SpacingRegistrationLib.workflow import Workflow
 
@@ -68,10 +69,10 @@ def ui():
 
 class WidgetBindingTest(unittest.TestCase):
     def setUp(self):
-        self.scene = mrml_bridge.createScene()
+        self.scene = bridge.createScene()
         pair = testdata.pet_like_pair()
-        fixed = mrml_bridge.volumeNodeFromImage(self.scene, pair.fixed, "fixed")
-        moving = mrml_bridge.volumeNodeFromImage(self.scene, pair.moving, "moving")
+        fixed = bridge.volumeNodeFromImage(self.scene, pair.fixed, "fixed")
+        moving = bridge.volumeNodeFromImage(self.scene, pair.moving, "moving")
         self.folder = Path(tempfile.mkdtemp(prefix="spacingreg-widget-"))
         self.addCleanup(shutil.rmtree, self.folder, True)
         values = parameters.parameter_values_from_settings(RegistrationSettings())

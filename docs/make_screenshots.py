@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SpacingRegistration"))
 
-from SpacingRegistrationLib import mrml_bridge, rendering  # noqa: E402
+from SpacingRegistrationLib.mrml import bridge, rendering  # noqa: E402
 from SpacingRegistrationLib.grid import grid_geometry  # noqa: E402
 from SpacingRegistrationLib.report import write_report  # noqa: E402
 from SpacingRegistrationLib.settings import RegistrationSettings  # noqa: E402
@@ -48,10 +48,10 @@ def phantom(shift_voxels: float = 0.0) -> sitk.Image:
 
 
 def grid_pictures(fixed: sitk.Image):
-    scene = mrml_bridge.createScene()
-    volume = mrml_bridge.volumeNodeFromImage(scene, fixed, "phantom")
+    scene = bridge.createScene()
+    volume = bridge.volumeNodeFromImage(scene, fixed, "phantom")
     geometry = grid_geometry(sitk.BSplineTransformInitializer(fixed, [2, 2, 2]), fixed)
-    mrml_bridge.controlGridModelNodes(scene, geometry, "grid")
+    bridge.controlGridModelNodes(scene, geometry, "grid")
     for orientation in rendering.ORIENTATIONS:
         rendering.renderSliceView(scene, orientation, volume, IMAGES / f"grid_{orientation.lower()}.png",
                                   size=(420, 420), margin=0.35)

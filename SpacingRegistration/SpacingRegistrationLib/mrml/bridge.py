@@ -17,7 +17,7 @@ import slicer.util
 import vtk
 from vtk.util import numpy_support
 
-from .grid import GridGeometry
+from ..grid import GridGeometry
 
 #: LPS <-> RAS: diag(-1, -1, 1) (its own inverse).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])

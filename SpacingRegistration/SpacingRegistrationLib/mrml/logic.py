@@ -21,12 +21,13 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from . import describe, images, jobs, mrml_bridge, registration, resources, study_nodes
-from .diagnosis_rows import WARNING_ROW, diagnosis_rows
-from .grid import grid_geometry, initial_bspline, mesh_size_for
-from .settings import RegistrationSettings, from_dict
-from .study_store import create_or_open
-from .volume_units import transform_in_volume_units
+from .. import describe, images, jobs, registration, resources
+from . import bridge, study_nodes
+from ..diagnosis_rows import WARNING_ROW, diagnosis_rows
+from ..grid import grid_geometry, initial_bspline, mesh_size_for
+from ..settings import RegistrationSettings, from_dict
+from ..study_store import create_or_open
+from ..volume_units import transform_in_volume_units
 
 #: Models drawn by showControlGrid are named "<prefix> <part>"; showing a grid again replaces them.
 GRID_NAME_PREFIX = "SpacingRegistration grid"
@@ -102,7 +103,7 @@ class RegistrationLogic:
         """Copies of the two volumes as SimpleITK images (LPS); the nodes are not modified."""
         self._checkVolumeNode(fixedVolumeNode, "fixed")
         self._checkVolumeNode(movingVolumeNode, "moving")
-        return mrml_bridge.imageFromVolumeNode(fixedVolumeNode), mrml_bridge.imageFromVolumeNode(movingVolumeNode)
+        return bridge.imageFromVolumeNode(fixedVolumeNode), bridge.imageFromVolumeNode(movingVolumeNode)
 
     @staticmethod
     def geometryImageFromVolumeNode(volumeNode) -> sitk.Image:
@@ -115,8 +116,8 @@ class RegistrationLogic:
         volumeNode.GetIJKToRASDirectionMatrix(directions)
         direction = np.array([[directions.GetElement(r, c) for c in range(3)] for r in range(3)])
         image.SetSpacing(volumeNode.GetSpacing())
-        image.SetOrigin(mrml_bridge.lpsToRas(volumeNode.GetOrigin()).tolist())
-        image.SetDirection((mrml_bridge.LPS_TO_RAS @ direction).ravel().tolist())
+        image.SetOrigin(bridge.lpsToRas(volumeNode.GetOrigin()).tolist())
+        image.SetDirection((bridge.LPS_TO_RAS @ direction).ravel().tolist())
         return image
 
     # --- registration ---------------------------------------------------------------------------------------------
@@ -194,8 +195,8 @@ class RegistrationLogic:
             else:
                 transform, unitsNote, unitWarnings = transform_in_volume_units(
                     result.transform, result.settings.spacing_override,
-                    fixedVolumeNode.GetSpacing(), mrml_bridge.lpsToRas(fixedVolumeNode.GetOrigin()),
-                    movingVolumeNode.GetSpacing(), mrml_bridge.lpsToRas(movingVolumeNode.GetOrigin()))
+                    fixedVolumeNode.GetSpacing(), bridge.lpsToRas(fixedVolumeNode.GetOrigin()),
+                    movingVolumeNode.GetSpacing(), bridge.lpsToRas(movingVolumeNode.GetOrigin()))
         frameWarnings = [
             f"The {role} volume '{node.GetName()}' is under the transform '{node.GetParentTransformNode().GetName()}'; "
             "the registration used its voxels in its own frame, ignoring that transform."
@@ -204,7 +205,7 @@ class RegistrationLogic:
 
         # The BSpline is built in a scratch scene by the bridge, then moved into the output node.
         scratch = slicer.vtkMRMLScene()
-        scratchNode = mrml_bridge.bsplineTransformNodeFromSitk(scratch, transform, "scratch")
+        scratchNode = bridge.bsplineTransformNodeFromSitk(scratch, transform, "scratch")
         if outputTransformNode is None:
             baseName = (f"{movingVolumeNode.GetName()}-to-{fixedVolumeNode.GetName()} BSpline"
                         if fixedVolumeNode is not None and movingVolumeNode is not None else "SpacingRegistration BSpline")
@@ -267,7 +268,7 @@ class RegistrationLogic:
         """
         image = self.geometryImageFromVolumeNode(volumeNode)
         if transformNode is not None:
-            return grid_geometry(mrml_bridge.sitkBSplineFromTransformNode(transformNode), image)
+            return grid_geometry(bridge.sitkBSplineFromTransformNode(transformNode), image)
         settings = self.settingsFrom(settings)
         if meshSize is not None:
             settings = settings.replace(grid_specification="mesh_size", mesh_size=[int(m) for m in meshSize])
@@ -284,7 +285,7 @@ class RegistrationLogic:
                                             settings=settings)
         scene = self.sceneFor(volumeNode)
         self.hideControlGrid(namePrefix=namePrefix, scene=scene)
-        nodes = mrml_bridge.controlGridModelNodes(scene, geometry, namePrefix)
+        nodes = bridge.controlGridModelNodes(scene, geometry, namePrefix)
         for node in nodes.values():
             node.SetAttribute(GRID_ATTRIBUTE, namePrefix)
             node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
@@ -368,12 +369,12 @@ class RegistrationLogic:
         import tempfile
         from dataclasses import asdict
 
-        from . import accuracy
+        from .. import accuracy
 
         self._checkVolumeNode(fixedVolumeNode, "fixed")
         options = accuracy.CheckOptions(amplitude_voxels=amplitudeVoxels, seeds=seeds)
-        image = mrml_bridge.imageFromVolumeNode(fixedVolumeNode)
-        mask = None if maskVolumeNode is None else mrml_bridge.imageFromVolumeNode(maskVolumeNode)
+        image = bridge.imageFromVolumeNode(fixedVolumeNode)
+        mask = None if maskVolumeNode is None else bridge.imageFromVolumeNode(maskVolumeNode)
         folder = outputFolder or tempfile.mkdtemp(prefix="SpacingRegistrationAccuracy-")
         job = jobs.start_accuracy_check(image, self.settingsFrom(settings), folder, candidates=candidates,
                                         options=asdict(options), mask=mask, executor=executor, folder=jobFolder,
@@ -406,7 +407,7 @@ class RegistrationLogic:
     def applyRecommendation(settingsOrParameterValues, recommendation):
         """Apply a recommendation (advice.Recommendation or its dict): to a RegistrationSettings, a new one; to the
         panel's parameter values (a dict, parameter names), a copy in which exactly the parameters it names changed."""
-        from . import advice, parameters
+        from .. import advice, parameters
 
         if isinstance(settingsOrParameterValues, RegistrationSettings):
             return advice.apply_recommendation(settingsOrParameterValues, recommendation)

@@ -7,10 +7,10 @@ import math
 import SimpleITK as sitk
 import vtk
 
-from . import mrml_bridge
-from .report import GROUP_COLUMNS, RUN_COLUMNS, group_record, number, run_record
-from .study_store import StudyStore
-from .variability import StudyAnalysis
+from . import bridge
+from ..report import GROUP_COLUMNS, RUN_COLUMNS, group_record, number, run_record
+from ..study_store import StudyStore
+from ..variability import StudyAnalysis
 
 REPORT_ATTRIBUTE = "SpacingRegistration.Report"
 STUDY_FOLDER_ATTRIBUTE = "SpacingRegistration.StudyFolder"
@@ -78,7 +78,7 @@ def createStudyNodes(scene, store: StudyStore, analysis: StudyAnalysis, reportPa
     groups.SetAttribute(STUDY_FOLDER_ATTRIBUTE, str(store.folder))
     runs = _tableNode(scene, f"{prefix} runs", RUN_COLUMNS, [run_record(row) for row in rows])
     charts = [_chartNode(scene, title, yTitle, analysis, value, prefix) for title, yTitle, value in CHARTS]
-    spreadMaps = [mrml_bridge.volumeNodeFromImage(scene, sitk.ReadImage(g.spread_map),
+    spreadMaps = [bridge.volumeNodeFromImage(scene, sitk.ReadImage(g.spread_map),
                                                   f"{prefix} spread {g.mode} s{g.spacing:g}")
                   for g in analysis.groups if g.spread_map]
     return {"groups": groups, "runs": runs, "charts": charts, "spreadMaps": spreadMaps}
