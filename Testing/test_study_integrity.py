@@ -120,6 +120,21 @@ class StudyHandEditTest(unittest.TestCase):
                 self.assertEqual(outcome.completed, [])
                 self.assertEqual(open_study(folder).repaired, [])  # restored: the folder is whole again
 
+    def test_oblique_images_reopen(self):
+        """NRRD stores an oblique direction times the spacing: the inputs read back differ in the last bits and must
+        still be recognised as the study's own, for resume and reports."""
+        rotation = sitk.VersorTransform((0.0, 0.0, 1.0), 0.3).GetMatrix()
+        fixed, moving = sitk.Image(FIXED), sitk.Image(MOVING)
+        for image in (fixed, moving):
+            image.SetDirection(rotation)
+            image.SetSpacing((0.7, 1.3, 2.1))
+        folder = Path(tempfile.mkdtemp(dir=self.root)) / "oblique"
+        self.assertTrue(run_study(SPEC, fixed, moving, folder, executor="sequential").finished)
+        self.assertNotEqual(sitk.ReadImage(str(folder / "inputs" / "fixed.nrrd")).GetDirection(), fixed.GetDirection())
+        self.assertEqual(sorted(open_study(folder).rows), sorted(self.run_ids))
+        resumed = run_study(SPEC, fixed, moving, folder, executor="sequential")
+        self.assertEqual((resumed.completed, sorted(resumed.skipped)), ([], sorted(self.run_ids)))
+
     def test_command_line(self):
         folder = self.copy()
         (folder / "transforms" / f"{self.run_ids[0]}.tfm").unlink()

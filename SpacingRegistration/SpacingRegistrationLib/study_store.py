@@ -39,12 +39,18 @@ class StudyFolderError(ValueError):
     """The output folder cannot hold this study; the message says why."""
 
 
+#: Decimals (mm, direction entries) of the geometry in an image fingerprint.
+GEOMETRY_DECIMALS = 9
+
+
 def image_fingerprint(image: sitk.Image) -> str:
-    """SHA-256 of the voxels and the geometry."""
+    """SHA-256 of the voxels and the geometry, rounded to GEOMETRY_DECIMALS: NRRD stores an oblique direction
+    times the spacing, so an image read back differs from the one written in the last bits."""
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)).tobytes())
-    digest.update(repr((image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
-                        image.GetPixelIDValue())).encode())
+    geometry = [round(value, GEOMETRY_DECIMALS) + 0.0 for value in (*image.GetSpacing(), *image.GetOrigin(),
+                                                                    *image.GetDirection())]
+    digest.update(repr((image.GetSize(), geometry, image.GetPixelIDValue())).encode())
     return digest.hexdigest()
 
 
