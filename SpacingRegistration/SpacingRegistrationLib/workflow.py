@@ -1,6 +1,6 @@
 """What the desktop panel and the web page show of the work, owned in one place.
 
-A Workflow starts and cancels registrations and studies through a logic (logic.RegistrationLogic: child-process
+A Workflow starts and cancels registrations, studies and accuracy checks through a logic (logic.RegistrationLogic: child-process
 jobs), turns their events into the states and texts both front ends show (status line, progress, grid summary,
 warnings, diagnosis rows, one-sentence errors), and on a job's end has the logic make the MRML nodes, on the
 thread that calls ``poll()``. The front ends only bind it: the panel's QTimer and the web app's asyncio loop
@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .accuracy import resolve_candidates
 from .diagnosis_rows import WARNING_ROW
 from .diagnostics import STOP_REASON_TEXT
 from .jobs import CANCELLED, FAILED
@@ -32,6 +33,29 @@ def grid_summary_text(geometry) -> str:
 
 def warnings_text(warnings) -> str:
     return "\n\n".join(f"- {w}" for w in warnings) if warnings else "No warnings."
+
+
+#: Columns of the accuracy ranking both front ends show (one row per candidate, best first).
+ACCURACY_COLUMNS = ("Rank", "Candidate", "Mean error (voxels)", "Worst seed (voxels)", "Time (s)", "vs yours")
+
+
+def accuracy_rows(ranking) -> list[tuple[str, ...]]:
+    """The ranking of an accuracy check as text rows (ACCURACY_COLUMNS); "vs yours" is the mean error
+    difference to your settings (negative: better)."""
+    yours = next((row["error_mean_voxels"] for row in ranking if row["candidate"] == "yours"), None)
+    rows = []
+    for row in ranking:
+        versus = ("—" if yours is None else "yours" if row["candidate"] == "yours" else
+                  f"{row['error_mean_voxels'] - yours:+.3g}" + (" (tie)" if row.get("tied_with_best") else ""))
+        rows.append((str(row["rank"]), row["description"], f"{row['error_mean_voxels']:.3g}",
+                     f"{row['error_worst_voxels']:.3g}", f"{row['time_mean_s']:.3g}", versus))
+    return rows
+
+
+def recommendation_label(recommendation: dict) -> str:
+    """A short label of an appliable recommendation: its kind and the settings it changes."""
+    changes = ", ".join(f"{name} = {value}" for name, value in recommendation["changes"].items())
+    return f"{recommendation['kind']}: {changes}"
 
 
 class Workflow:
@@ -61,6 +85,13 @@ class Workflow:
         self.errorCount = 0  # failures so far: a front end that shows each once compares it with its own count
         self.outputs = None  # (transformNode, tableNode) of the last registration
         self.study = None  # {"store", "analysis", "reportPaths", "nodes"} of the last study with a report
+        self.accuracyJob = None
+        self._accuracyCandidates: list[str] = []  # names of the running check's candidates, in run order
+        self.accuracyStatus = ""
+        self.accuracyProgress = 0.0
+        self.accuracy = None  # the accuracy.CheckOutcome of the last check
+        self.accuracyRanking: list[tuple[str, ...]] = []  # rows of ACCURACY_COLUMNS
+        self.recommendations: list[dict] = []  # {"kind", "text", "changes"} of the last check, in advice order
         self._expectedIterations = 0
         self._outputNodes = (None, None)  # the nodes the running registration fills (None: new ones)
 
@@ -73,6 +104,19 @@ class Workflow:
     @property
     def studyRunning(self) -> bool:
         return self.studyJob is not None
+
+    @property
+    def accuracyRunning(self) -> bool:
+        return self.accuracyJob is not None
+
+    @property
+    def appliableRecommendations(self) -> list[tuple[int, str]]:
+        """(index into ``recommendations``, label) of the recommendations that change settings."""
+        return [(i, recommendation_label(r)) for i, r in enumerate(self.recommendations) if r["changes"]]
+
+    @property
+    def adviceText(self) -> str:
+        return "\n\n".join(f"- {r['text']}" for r in self.recommendations)
 
     @property
     def warningsText(self) -> str:
@@ -251,12 +295,89 @@ class Workflow:
         self.studyProgress = 1.0
         self.studyStatus = f"{len(store.rows)} runs; report: {reportPaths['html']}{cancelled}"
 
+    # --- accuracy check -------------------------------------------------------------------------------------------
+
+    def startAccuracyCheck(self, fixedVolumeNode, settings, outputFolder=None, candidates=None, seeds=4,
+                           executor="pool") -> bool:
+        """Start the accuracy check of ``settings`` on the fixed volume in a child process (logic.startAccuracyCheck:
+        candidates ranked by their error against a known deformation); False (and ``error``) when it cannot."""
+        if self.accuracyRunning:
+            return False
+        jobFolder = self._jobFolder("accuracy")
+        try:
+            if fixedVolumeNode is None:
+                raise ValueError("choose a fixed volume: the check deforms it by a known deformation")
+            names = [c.name for c in resolve_candidates(candidates, self.logic.settingsFrom(settings),
+                                                        self.logic.geometryImageFromVolumeNode(fixedVolumeNode))]
+            job = self.logic.startAccuracyCheck(fixedVolumeNode, settings, outputFolder, candidates=candidates,
+                                                seeds=seeds, executor=executor, jobFolder=jobFolder)
+        except Exception as error:  # noqa: BLE001 - shown to the user
+            self._discard(jobFolder)
+            self.fail("Cannot start the accuracy check", error)
+            return False
+        self.accuracyJob = job
+        self._accuracyCandidates = names
+        self.clearError()
+        self.accuracyProgress = 0.0
+        self.accuracyStatus = "Starting the accuracy check..."
+        return True
+
+    def cancelAccuracyCheck(self):
+        if self.accuracyJob is not None:
+            self.accuracyJob.cancel()
+            self.accuracyStatus = "Cancelling (finished runs are ranked)..."
+
+    def _onAccuracyEvent(self, event):
+        kind = event["event"]
+        if kind == "run":  # done/total count the runs of one candidate; the candidates run in order
+            names = self._accuracyCandidates
+            position = names.index(event["candidate"]) if event["candidate"] in names else 0
+            self.accuracyProgress = min(1.0, (position + event["done"] / max(1, event["total"])) / len(names))
+            self.accuracyStatus = (f"candidate {position + 1}/{len(names)} ({event['candidate']}): "
+                                   f"{event['done']}/{event['total']} runs")
+        elif kind == "end":
+            job, self.accuracyJob = self.accuracyJob, None
+            self._finishAccuracyCheck(job)
+            self._ended(job)
+
+    def _finishAccuracyCheck(self, job):
+        if job.state == FAILED:
+            self.accuracyStatus = "Accuracy check failed."
+            self.fail("Accuracy check failed", job.error, job.log_tail())
+            return
+        if job.result is None:
+            self.accuracyStatus = "Cancelled before any run finished: nothing to rank."
+            return
+        try:
+            outcome = job.accuracy_result()
+        except Exception as error:  # noqa: BLE001 - shown to the user
+            self.accuracyStatus = "Accuracy check failed."
+            self.fail("Failed to read the accuracy check", error)
+            return
+        self.accuracy = outcome
+        self.accuracyRanking = accuracy_rows(outcome.ranking)
+        self.recommendations = [{"kind": r.kind, "text": r.text, "changes": dict(r.changes)}
+                                for r in outcome.recommendations]
+        cancelled = " (cancelled: the finished runs are ranked)" if outcome.cancelled else ""
+        self.accuracyProgress = 1.0
+        where = outcome.paths.get("html", outcome.folder)
+        self.accuracyStatus = f"{len(outcome.ranking)} candidates ranked; page: {where}{cancelled}"
+
+    def applyRecommendation(self, index: int, parameterValues: dict) -> dict:
+        """The panel's parameters (name: value) that recommendation ``index`` changes, with their new values
+        (logic.applyRecommendation); the front end writes them to its parameter node or state."""
+        applied = self.logic.applyRecommendation(parameterValues, self.recommendations[index])
+        changed = {name: value for name, value in applied.items() if parameterValues.get(name) != value}
+        self.status = f"Applied: {recommendation_label(self.recommendations[index])}."
+        return changed
+
     # --- polling --------------------------------------------------------------------------------------------------
 
     def poll(self) -> bool:
         """Handle the events of the running jobs (nodes are made here, on the caller's thread); True if any."""
         events = 0
-        for job, handle in ((self.registrationJob, self._onRegistrationEvent), (self.studyJob, self._onStudyEvent)):
+        for job, handle in ((self.registrationJob, self._onRegistrationEvent), (self.studyJob, self._onStudyEvent),
+                            (self.accuracyJob, self._onAccuracyEvent)):
             if job is None:
                 continue
             for event in job.poll():
