@@ -121,15 +121,21 @@ def _known_fields() -> set[str]:
 
 def write_result(result: RegistrationResult, folder: Path) -> dict[str, Path]:
     """transform.tfm, result.json (every number of the summary) and trace.csv (one row per iteration).
+    With an initial transform, transform.tfm is the whole mapping (a CompositeTransform [initial, bspline]) and
+    bspline.tfm the optimised BSpline alone.
 
     All three are written under temporary names, checked, and renamed only when all are whole: a full disk or a
     folder that refuses writes raises :class:`OutputFolderError` and leaves the folder's earlier files as they were.
     """
     paths = {"transform": folder / "transform.tfm", "summary": folder / "result.json", "trace": folder / "trace.csv"}
+    if result.initial_transform is not None:
+        paths["bspline"] = folder / "bspline.tfm"
     temporary = {key: path.with_name(f".{path.stem}.part{path.suffix}") for key, path in paths.items()}
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        write_transform(result.transform, temporary["transform"])
+        write_transform(result.mapping, temporary["transform"])
+        if "bspline" in paths:
+            write_transform(result.transform, temporary["bspline"])
         with temporary["summary"].open("w") as stream:
             stream.write(json.dumps(result.summary(), indent=2, default=float))
             stream.flush()
@@ -168,10 +174,11 @@ def _cancel_on_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-def _register_and_report(fixed, moving, settings, output: Path | None, quiet: bool = False, truth=None) -> int:
+def _register_and_report(fixed, moving, settings, output: Path | None, quiet: bool = False, truth=None,
+                         mask=None, initial_transform=None) -> int:
     with _cancel_on_interrupt() as cancel:
         result = run(fixed, moving, settings, progress=None if quiet else _print_progress, cancel=cancel,
-                     truth=truth)
+                     truth=truth, mask=mask, initial_transform=initial_transform)
     if not quiet:
         print(file=sys.stderr)
     print(describe_result(result))
@@ -199,7 +206,8 @@ def command_register(arguments) -> int:
     settings = settings_from_arguments(arguments)
     fixed = read_image(arguments.fixed, "fixed image")
     moving = read_image(arguments.moving, "moving image")
-    return _register_and_report(fixed, moving, settings, arguments.output, arguments.quiet, arguments.truth)
+    return _register_and_report(fixed, moving, settings, arguments.output, arguments.quiet, arguments.truth,
+                                arguments.mask, arguments.initial_transform)
 
 
 def command_grid(arguments) -> int:
@@ -451,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--output", type=Path, help="folder for transform.tfm, result.json and trace.csv")
     register.add_argument("--quiet", action="store_true", help="no progress line")
     register.add_argument("--truth", type=Path, help=TRUTH_HELP)
+    register.add_argument("--mask", type=Path, help="fixed-image mask (non-zero = inside): the metric samples and the "
+                          "statistics use its voxels only; another grid is resampled onto the fixed one (nearest)")
+    register.add_argument("--initial-transform", type=Path, help="transform file (fixed to moving, e.g. a rigid or "
+                          "affine General Registration result) composed before the BSpline; transform.tfm is then "
+                          "the whole mapping and bspline.tfm the BSpline alone")
     add_settings_arguments(register)
     register.set_defaults(handler=command_register)
 

@@ -91,7 +91,8 @@ def scales_report(trace: list[IterationRecord]) -> dict[str, object]:
     }
 
 
-def lbfgs2_report(fixed, moving, initial, settings: RegistrationSettings, final_position: np.ndarray) -> dict:
+def lbfgs2_report(fixed, moving, initial, settings: RegistrationSettings, final_position: np.ndarray,
+                  inputs: probes.MetricInputs | None = None) -> dict:
     """The unit-dependent quantities of an LBFGS2 run, measured at the initial transform.
 
     ITK hands libLBFGS the metric gradient rescaled (when a scales estimator is set) so that its largest
@@ -103,7 +104,7 @@ def lbfgs2_report(fixed, moving, initial, settings: RegistrationSettings, final_
     """
     spacing = float(min(fixed.GetSpacing()))
     started = time.perf_counter()
-    _value, gradient = probes.metric_value_and_gradient(fixed, moving, initial, settings)
+    _value, gradient = probes.metric_value_and_gradient(fixed, moving, initial, settings, inputs)
     probe_seconds = time.perf_counter() - started
     norm = float(np.linalg.norm(gradient))
     threshold = settings.lbfgs2.solution_accuracy * max(1.0, float(np.linalg.norm(final_position)))
@@ -124,7 +125,7 @@ def lbfgs2_report(fixed, moving, initial, settings: RegistrationSettings, final_
         return {**report, "slope_along_descent": None, "gradient_slope_ratio": None, "sufficient_decrease_load": None,
                 "note": "no scales estimator: the metric's own gradient is handed over (gradient/slope ratio ~1, "
                         "not measured)"}
-    slope = probes.slope_along(fixed, moving, initial, direction, settings, SLOPE_STEP_VOXELS * spacing / shift)
+    slope = probes.slope_along(fixed, moving, initial, direction, settings, SLOPE_STEP_VOXELS * spacing / shift, inputs)
     ratio = handed / abs(slope) if slope != 0 else float("inf")
     return {**report,
             "slope_along_descent": slope,
@@ -156,12 +157,13 @@ def estimator_report(fixed, settings: RegistrationSettings, scales: dict, optimi
 
 
 def optimizer_report(fixed, moving, initial, settings: RegistrationSettings, trace: list[IterationRecord],
-                     final_position: np.ndarray, optimisation_seconds: float = 0.0) -> dict:
+                     final_position: np.ndarray, optimisation_seconds: float = 0.0,
+                     inputs: probes.MetricInputs | None = None) -> dict:
     """Optimizer facts for the result: scales behaviour, for LBFGS2 the line-search quantities, and with a
-    scales estimator its share of the ``optimisation_seconds``."""
+    scales estimator its share of the ``optimisation_seconds``. ``inputs``: the run's mask and initial transform."""
     report = {"scales": scales_report(trace)}
     if settings.optimizer == "lbfgs2":
-        report["lbfgs2"] = lbfgs2_report(fixed, moving, initial, settings, final_position)
+        report["lbfgs2"] = lbfgs2_report(fixed, moving, initial, settings, final_position, inputs)
     if settings.scales_estimator != "none":
         report["scales_estimator"] = estimator_report(fixed, settings, report["scales"], optimisation_seconds,
                                                       report.get("lbfgs2", {}).get("gradient_probe_s"))

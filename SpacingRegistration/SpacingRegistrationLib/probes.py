@@ -9,12 +9,29 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 
 from .method import configure_metric, global_thread_count, global_threads, set_scales_estimator, work_units
 from .settings import RegistrationSettings
+
+
+@dataclass(frozen=True)
+class MetricInputs:
+    """What the registration's metric sees besides the images and the BSpline: the fixed-image mask (on the
+    registered fixed grid) and the moving initial transform composed before the BSpline. Probes use the same, so
+    every value they measure is the run's own metric."""
+
+    fixed_mask: sitk.Image | None = None
+    moving_initial: sitk.Transform | None = None
+
+    def apply(self, method: sitk.ImageRegistrationMethod):
+        if self.fixed_mask is not None:
+            method.SetMetricFixedMask(self.fixed_mask)
+        if self.moving_initial is not None:
+            method.SetMovingInitialTransform(self.moving_initial)
 
 
 #: The fixed sample set of the plausibility check: REGULAR sampling of this percentage with this seed, the same
@@ -24,7 +41,7 @@ PLAUSIBILITY_SAMPLING_SEED = 20240229
 
 
 def _probe(fixed, moving, transform, settings, learning_rate: float,
-           gradient_filters: bool = True) -> tuple[float, np.ndarray]:
+           gradient_filters: bool = True, inputs: MetricInputs | None = None) -> tuple[float, np.ndarray]:
     """Metric value at ``transform`` and the position after one plain gradient step of ``learning_rate``.
 
     ``gradient_filters`` False skips the metric's whole-image gradient filters: the value is the same to the bit
@@ -41,6 +58,8 @@ def _probe(fixed, moving, transform, settings, learning_rate: float,
     if units is not None:
         method.SetNumberOfWorkUnits(units)
     method.SetInitialTransform(sitk.BSplineTransform(transform), inPlace=False)
+    if inputs is not None:
+        inputs.apply(method)
     seen = {}
     method.AddCommand(sitk.sitkIterationEvent,
                       lambda: seen.update(value=method.GetMetricValue(), position=method.GetOptimizerPosition()))
@@ -52,16 +71,18 @@ def _probe(fixed, moving, transform, settings, learning_rate: float,
     return seen["value"], np.asarray(seen["position"])
 
 
-def sampled_metric(fixed, moving, transform: sitk.BSplineTransform, settings: RegistrationSettings) -> float:
+def sampled_metric(fixed, moving, transform: sitk.BSplineTransform, settings: RegistrationSettings,
+                   inputs: MetricInputs | None = None) -> float:
     """The metric exactly as the optimizer evaluates it (same sampling set) at ``transform``."""
-    return _probe(fixed, moving, transform, settings, learning_rate=0.0, gradient_filters=False)[0]
+    return _probe(fixed, moving, transform, settings, learning_rate=0.0, gradient_filters=False, inputs=inputs)[0]
 
 
-def plausibility_metric(fixed, moving, transform: sitk.BSplineTransform, settings: RegistrationSettings) -> float:
+def plausibility_metric(fixed, moving, transform: sitk.BSplineTransform, settings: RegistrationSettings,
+                        inputs: MetricInputs | None = None) -> float:
     """The metric at ``transform`` on the plausibility check's fixed sample set (see PLAUSIBILITY_SAMPLING_*)."""
     sample = settings.replace(sampling_strategy="regular", sampling_percentage=PLAUSIBILITY_SAMPLING_PERCENTAGE,
                               sampling_seed=PLAUSIBILITY_SAMPLING_SEED)
-    return _probe(fixed, moving, transform, sample, learning_rate=0.0, gradient_filters=False)[0]
+    return _probe(fixed, moving, transform, sample, learning_rate=0.0, gradient_filters=False, inputs=inputs)[0]
 
 
 def plausibility_evaluation() -> str:
@@ -70,12 +91,12 @@ def plausibility_evaluation() -> str:
             f"{PLAUSIBILITY_SAMPLING_SEED}) for identity and result, independent of the optimizer's samples")
 
 
-def metric_value_and_gradient(fixed, moving, transform: sitk.BSplineTransform,
-                              settings: RegistrationSettings) -> tuple[float, np.ndarray]:
+def metric_value_and_gradient(fixed, moving, transform: sitk.BSplineTransform, settings: RegistrationSettings,
+                              inputs: MetricInputs | None = None) -> tuple[float, np.ndarray]:
     """The sampled metric and ITK's derivative at ``transform`` (parameters order), as the optimizer receives
     them unscaled."""
     start = np.asarray(transform.GetParameters())
-    value, position = _probe(fixed, moving, transform, settings, learning_rate=1.0)
+    value, position = _probe(fixed, moving, transform, settings, learning_rate=1.0, inputs=inputs)
     return value, start - position
 
 
@@ -136,12 +157,13 @@ def max_shift(transform: sitk.BSplineTransform, parameters: np.ndarray, image: s
     return float(np.linalg.norm(sitk.GetArrayViewFromImage(field), axis=-1).max())
 
 
-def slope_along(fixed, moving, transform, direction: np.ndarray, settings, step_mm: float) -> float:
+def slope_along(fixed, moving, transform, direction: np.ndarray, settings, step_mm: float,
+                inputs: MetricInputs | None = None) -> float:
     """Central-difference derivative of the sampled metric along the unit parameter vector ``direction``."""
     start = np.asarray(transform.GetParameters())
     values = []
     for sign in (1.0, -1.0):
         moved = sitk.BSplineTransform(transform)
         moved.SetParameters((start + sign * step_mm * direction).tolist())
-        values.append(sampled_metric(fixed, moving, moved, settings))
+        values.append(sampled_metric(fixed, moving, moved, settings, inputs))
     return (values[0] - values[1]) / (2.0 * step_mm)

@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 import numpy as np
 import SimpleITK as sitk
 
-from . import diagnostics, images, method, probes, resources, truth as truths
+from . import diagnostics, images, initial_transforms, masks, method, probes, resources, truth as truths
 from .displacement import FieldStatistics, displacement_array, field_statistics, minimum_jacobian_determinant
 from .grid import GridGeometry, grid_geometry, initial_bspline
 from .settings import RegistrationSettings, to_dict
@@ -86,6 +86,16 @@ class RegistrationResult:
     cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
     error: truths.RegistrationError | None = None
+    #: The initial transform composed before the BSpline, in the same physical units as ``transform``.
+    initial_transform: sitk.Transform | None = None
+    #: Whether a fixed-image mask restricted the metric and the statistics.
+    masked: bool = False
+
+    @property
+    def mapping(self) -> sitk.Transform:
+        """The whole fixed-to-moving mapping: ``initial(bspline(x))`` (a CompositeTransform) with an initial
+        transform, else the BSpline. The displacement statistics, plausibility and error describe this mapping."""
+        return initial_transforms.whole_mapping(self.initial_transform, self.transform)
 
     def summary(self) -> dict:
         """JSON-ready summary (no arrays, no transform)."""
@@ -111,6 +121,8 @@ class RegistrationResult:
             "grid": self.grid.summary(),
             "warnings": self.warnings,
             "error": self.error.as_dict() if self.error else None,
+            "initial_transform": self.initial_transform.GetName() if self.initial_transform is not None else None,
+            "masked": self.masked,
         }
 
 
@@ -119,13 +131,16 @@ ProgressCallback = Callable[[IterationRecord], None]
 
 def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | None = None,
         progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-        mask: np.ndarray | None = None, memory_limit_bytes: int | None = None,
-        truth=None) -> RegistrationResult:
+        mask=None, memory_limit_bytes: int | None = None,
+        truth=None, initial_transform=None) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` with a cubic BSpline and diagnose the run.
 
     ``progress`` is called with each :class:`IterationRecord`; setting ``cancel`` stops the optimizer at
-    its next iteration and returns a result with ``cancelled=True``. ``mask`` (numpy order, fixed grid)
-    restricts the displacement statistics. Before any work, the peak memory is estimated and compared with
+    its next iteration and returns a result with ``cancelled=True``. ``mask`` (a file, an image or a numpy-order
+    array; see :mod:`masks`) restricts the metric (``SetMetricFixedMask``, also in every probe) and the
+    displacement, plausibility and error statistics. ``initial_transform`` (a file or a transform, fixed to
+    moving in the files' physical space; see :mod:`initial_transforms`) is composed before the BSpline:
+    ``result.mapping`` is the whole mapping. Before any work, the peak memory is estimated and compared with
     ``memory_limit_bytes`` (default: the memory available on this machine): too little raises
     :class:`resources.ResourceError`. ``truth`` (a known deformation: file, transform, displacement image or
     :class:`truth.Truth`) adds the result's error against it, in ``result.error``.
@@ -135,6 +150,9 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
     fixed, moving = images.check_pair(fixed, moving)
     resources.check_registration_memory(*given, settings, memory_limit_bytes)
     known = None if truth is None else truths.as_truth(truth, fixed)  # a bad truth fails before any work
+    mask_image = None if mask is None else masks.fixed_mask(mask, fixed)
+    given_initial = None if initial_transform is None else initial_transforms.load(initial_transform)
+    native_fixed = fixed
     if settings.spacing_override is not None:
         fixed = images.with_spacing(fixed, settings.spacing_override)
         moving = images.with_spacing(moving, settings.spacing_override)
@@ -145,9 +163,17 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
         work_fixed = images.to_normalised_units(fixed, factor, origin)
         work_moving = images.to_normalised_units(moving, factor, origin)
 
+    result_initial = work_initial = None
+    if given_initial is not None:
+        result_initial, work_initial = initial_transforms.work_spaces(given_initial, native_fixed, settings, factor,
+                                                                      origin)
+    inputs = probes.MetricInputs(None if mask_image is None else masks.on_work_grid(mask_image, work_fixed),
+                                 work_initial)
+
     initial = initial_bspline(work_fixed, settings)
     start_position = np.asarray(initial.GetParameters())
     registration = method.build_method(settings, initial)
+    inputs.apply(registration)
     observer = _Observer(registration, work_fixed, start_position, progress, cancel)
     registration.AddCommand(sitk.sitkIterationEvent, observer.on_iteration)
 
@@ -173,18 +199,21 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
     run_facts = {
         "trace": observer.trace, "stop_description": stop_description, "cancelled": cancelled,
         "metric_reported": registration.GetMetricValue(),
-        "metric_reevaluated": probes.sampled_metric(work_fixed, work_moving, optimised, settings),
+        "metric_reevaluated": probes.sampled_metric(work_fixed, work_moving, optimised, settings, inputs),
         "timing": _timing(observer.trace, start_wall, end_wall, end_cpu - start_cpu),
         "threading": threading_setup,
         "optimizer": diagnostics.optimizer_report(work_fixed, work_moving, initial_bspline(work_fixed, settings),
                                                   settings, observer.trace, np.asarray(optimised.GetParameters()),
-                                                  end_wall - start_wall),
+                                                  end_wall - start_wall, inputs),
     }
     transform = images.bspline_from_normalised_units(optimised, factor, origin) if settings.normalised_units \
         else optimised
-    result = _assemble(fixed, moving, transform, settings, factor, run_facts, mask)
+    statistics_mask = masks.as_array(mask_image)
+    result_mask = None if mask_image is None else masks.on_work_grid(mask_image, fixed)
+    result = _assemble(fixed, moving, transform, settings, factor, run_facts, statistics_mask,
+                       probes.MetricInputs(result_mask, result_initial))
     if known is not None:
-        result.error = truths.error_of_transform(known, transform, fixed, mask)
+        result.error = truths.error_of_transform(known, result.mapping, fixed, statistics_mask)
     return result
 
 
@@ -285,9 +314,10 @@ def _coefficients(transform: sitk.BSplineTransform, image: sitk.Image) -> tuple[
     return mm, voxels
 
 
-def _assemble(fixed, moving, transform, settings, factor, run_facts, mask) -> RegistrationResult:
+def _assemble(fixed, moving, transform, settings, factor, run_facts, mask, inputs) -> RegistrationResult:
     coefficients_mm, coefficients_voxels = _coefficients(transform, fixed)
-    field_mm = displacement_array(transform, fixed)
+    mapping = initial_transforms.whole_mapping(inputs.moving_initial, transform)
+    field_mm = displacement_array(mapping, fixed)
     displacement = field_statistics(field_mm, fixed, mask)
     trace = run_facts["trace"]
     cancelled = run_facts["cancelled"]
@@ -300,17 +330,21 @@ def _assemble(fixed, moving, transform, settings, factor, run_facts, mask) -> Re
         moved=bool(np.any(coefficients_mm != 0)), metric_reported=run_facts["metric_reported"],
         metric_reevaluated=run_facts["metric_reevaluated"], timing=run_facts["timing"],
         threading=run_facts["threading"], versions=_versions(), grid=grid_geometry(transform, fixed),
-        displacement=displacement, plausibility=_plausibility(fixed, moving, transform, settings, field_mm, displacement),
-        optimizer=run_facts["optimizer"], cancelled=cancelled)
+        displacement=displacement,
+        plausibility=_plausibility(fixed, moving, transform, settings, field_mm, displacement, inputs),
+        optimizer=run_facts["optimizer"], cancelled=cancelled, initial_transform=inputs.moving_initial,
+        masked=inputs.fixed_mask is not None)
     result.warnings.extend(diagnostics.warnings_for(result))
     return result
 
 
-def _plausibility(fixed, moving, transform, settings, field_mm, displacement) -> Plausibility:
+def _plausibility(fixed, moving, transform, settings, field_mm, displacement, inputs) -> Plausibility:
+    """Identity (doing nothing: no initial transform either) against the whole mapping, inside the mask."""
     identity = sitk.BSplineTransform(transform)
     identity.SetParameters([0.0] * len(transform.GetParameters()))
-    metric_identity = probes.plausibility_metric(fixed, moving, identity, settings)
-    metric_result = probes.plausibility_metric(fixed, moving, transform, settings)
+    metric_identity = probes.plausibility_metric(fixed, moving, identity, settings,
+                                                 probes.MetricInputs(inputs.fixed_mask))
+    metric_result = probes.plausibility_metric(fixed, moving, transform, settings, inputs)
     jacobian = minimum_jacobian_determinant(field_mm, fixed)
     return Plausibility(
         metric_identity=metric_identity, metric_result=metric_result, evaluation=probes.plausibility_evaluation(),

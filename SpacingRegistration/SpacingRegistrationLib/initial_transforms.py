@@ -1,0 +1,76 @@
+"""An initial transform (e.g. a rigid or affine General Registration result) composed before the BSpline.
+
+It maps fixed points to moving points in the images' own (file) physical space, as ITK and Slicer's transform
+files do. The method receives it as its *moving initial transform*, so the whole mapping is
+``x -> initial(bspline(x))``: the BSpline is optimised on top of it, in the fixed image's space. Saved, the whole
+mapping is a ``CompositeTransform`` [initial, bspline] (ITK applies the last-listed transform first).
+
+The spacing override and normalised units register images whose physical coordinates are an affine map ``W`` of
+the file's (override: ``o + D diag(s/spacing) D^T (x - o)``; normalised units: ``(x - o) / factor``). An initial
+transform ``T`` then becomes ``W o T o W^-1``, which keeps its voxel-to-voxel meaning exactly, for any transform
+type; nothing needs to be refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .settings import RegistrationSettings
+from .transform_files import read_transform
+
+
+def load(value) -> sitk.Transform:
+    """A transform from a file path (read with the whole-file checks) or a ``sitk.Transform`` (copied)."""
+    if isinstance(value, (str, Path)):
+        return read_transform(value, "initial transform")
+    if isinstance(value, sitk.Transform):
+        if value.GetDimension() != 3:
+            from .transform_files import TransformFileError
+            raise TransformFileError(f"the initial transform is {value.GetDimension()}D; the images are 3D")
+        return sitk.Transform(value)
+    raise TypeError(f"an initial transform is a file or a SimpleITK transform, not {type(value).__name__}")
+
+
+def override_map(fixed: sitk.Image, spacing: float) -> sitk.AffineTransform:
+    """Physical coordinates of ``fixed``'s file -> those after the spacing override ``spacing``."""
+    dimension = fixed.GetDimension()
+    direction = np.asarray(fixed.GetDirection()).reshape(dimension, dimension)
+    scale = np.diag(spacing / np.asarray(fixed.GetSpacing()))
+    matrix = direction @ scale @ direction.T
+    return sitk.AffineTransform(matrix.ravel().tolist(), [0.0] * dimension, fixed.GetOrigin())
+
+
+def normalised_map(factor: float, origin) -> sitk.AffineTransform:
+    """Physical coordinates -> normalised units ``(x - origin) / factor``."""
+    dimension = len(origin)
+    matrix = (np.eye(dimension) / factor).ravel().tolist()
+    return sitk.AffineTransform(matrix, [-float(o) for o in origin], origin)
+
+
+def conjugate(transform: sitk.Transform, space_map: sitk.AffineTransform | None) -> sitk.Transform:
+    """``transform`` expressed in the space ``space_map`` maps to: ``W o T o W^-1`` (``T`` itself when None)."""
+    if space_map is None:
+        return transform
+    return sitk.CompositeTransform([space_map, transform, space_map.GetInverse()])
+
+
+def work_spaces(initial: sitk.Transform, fixed: sitk.Image, settings: RegistrationSettings, factor: float,
+                origin) -> tuple[sitk.Transform, sitk.Transform]:
+    """The initial transform in the result's space (after any spacing override) and in the optimiser's space
+    (normalised units when on). ``fixed`` is the fixed image as read (before the override)."""
+    result_space = initial
+    if settings.spacing_override is not None:
+        result_space = conjugate(initial, override_map(fixed, settings.spacing_override))
+    work_space = conjugate(result_space, normalised_map(factor, origin)) if settings.normalised_units \
+        else result_space
+    return result_space, work_space
+
+
+def whole_mapping(initial: sitk.Transform | None, bspline: sitk.BSplineTransform) -> sitk.Transform:
+    """The whole fixed-to-moving mapping ``initial(bspline(x))`` (the BSpline alone without an initial transform)."""
+    if initial is None:
+        return bspline
+    return sitk.CompositeTransform([initial, bspline])

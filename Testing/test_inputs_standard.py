@@ -1,0 +1,187 @@
+"""Standard inputs of registration tools (issue 11 §4): a fixed-image mask for the metric, an initial transform
+composed before the BSpline; engine and command line, good and bad inputs."""
+
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+import testdata  # noqa: E402,F401  (puts the library on the path)
+
+from SpacingRegistrationLib import cli, initial_transforms, masks, registration  # noqa: E402
+from SpacingRegistrationLib.images import InputImageError  # noqa: E402
+from SpacingRegistrationLib.settings import RegistrationSettings  # noqa: E402
+
+SIZE = 28
+#: Dense metric, no scales estimator, a few iterations: cheap and deterministic.
+SETTINGS = RegistrationSettings(scales_estimator="none", sampling_strategy="none",
+                                reproducible=True).replace(lbfgs2={"number_of_iterations": 20})
+
+
+def blobs(centres, spacing=2.0):
+    """Gaussian blobs (sigma 2.5 voxels) at voxel ``centres`` (x, y, z) on a SIZE^3 grid."""
+    z, y, x = np.mgrid[:SIZE, :SIZE, :SIZE].astype(float)
+    values = sum(np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * 2.5 ** 2)) for cx, cy, cz in centres)
+    image = sitk.GetImageFromArray(values.astype(np.float32))
+    image.SetSpacing([spacing] * 3)
+    image.SetOrigin((-5.0, 3.0, 7.0))
+    return image
+
+
+def ball(centre, radius=6):
+    z, y, x = np.mgrid[:SIZE, :SIZE, :SIZE]
+    return (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2 <= radius ** 2
+
+
+def x_displacement_voxels(result, fixed, voxel):
+    field = sitk.TransformToDisplacementField(result.mapping, sitk.sitkVectorFloat64, fixed.GetSize(),
+                                              fixed.GetOrigin(), fixed.GetSpacing(), fixed.GetDirection())
+    return sitk.GetArrayFromImage(field)[voxel[2], voxel[1], voxel[0], 0] / fixed.GetSpacing()[0]
+
+
+#: Blob A moves +2 voxels in x, blob B -2: a mask around one blob must make the run follow that blob.
+A, B = (8, 14, 14), (20, 14, 14)
+FIXED = blobs([A, B])
+MOVING = blobs([(10, 14, 14), (18, 14, 14)])
+
+
+def affine_pair():
+    """A moving image made from the fixed one by a known affine; returns (moving, fixed-to-moving affine)."""
+    warp = sitk.AffineTransform(3)
+    warp.SetMatrix([1, 0.05, 0, -0.05, 1, 0, 0, 0, 1])
+    warp.SetTranslation((3.0, -2.0, 1.0))
+    warp.SetCenter((20.0, 30.0, 35.0))
+    moving = sitk.Resample(FIXED, FIXED, warp, sitk.sitkLinear, 0.0)  # moving(y) = fixed(warp(y))
+    return moving, warp.GetInverse()  # so fixed(x) = moving(warp^-1(x)): the fixed-to-moving truth
+
+
+def run_cli(*arguments):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main([str(a) for a in arguments])
+    return status, out.getvalue(), err.getvalue()
+
+
+class MaskTest(unittest.TestCase):
+    def test_mask_restricts_the_metric_to_its_region(self):
+        around_a = registration.run(FIXED, MOVING, SETTINGS, mask=ball(A))
+        around_b = registration.run(FIXED, MOVING, SETTINGS, mask=ball(B))
+        self.assertTrue(around_a.masked and around_b.masked)
+        self.assertAlmostEqual(x_displacement_voxels(around_a, FIXED, A), 2.0, delta=0.6)
+        self.assertAlmostEqual(x_displacement_voxels(around_b, FIXED, B), -2.0, delta=0.6)
+        # Outside its mask each run follows the other blob's motion, not the true one: the metric ignored it.
+        self.assertGreater(x_displacement_voxels(around_a, FIXED, B) - x_displacement_voxels(around_b, FIXED, B), 2.0)
+        self.assertTrue(around_a.summary()["masked"])
+
+    def test_mask_on_another_grid_is_resampled_by_position(self):
+        coarse = sitk.Image([SIZE // 2] * 3, sitk.sitkUInt8)
+        coarse.SetSpacing([4.0] * 3)
+        coarse.SetOrigin(FIXED.GetOrigin())
+        coarse[0:7, :, :] = 1  # coarse voxel j covers fixed voxels 2j-1 .. 2j+1: fixed x 0..13 (13 on the boundary)
+        on_fixed = sitk.GetArrayFromImage(masks.fixed_mask(coarse, FIXED))
+        self.assertEqual(on_fixed.shape, (SIZE,) * 3)
+        self.assertTrue(on_fixed[:-1, :-1, :13].all())  # fixed voxel 27 lies on the coarse image's outer edge
+        self.assertFalse(on_fixed[:, :, 15:].any())
+
+    def test_bad_masks_are_refused_with_one_clear_error(self):
+        with self.assertRaisesRegex(InputImageError, "selects no voxel"):
+            masks.fixed_mask(np.zeros((SIZE,) * 3, bool), FIXED)
+        outside = sitk.Image([4] * 3, sitk.sitkUInt8) + 1
+        outside.SetOrigin((1000.0, 0.0, 0.0))
+        with self.assertRaisesRegex(InputImageError, "outside the fixed image"):
+            masks.fixed_mask(outside, FIXED)
+        with self.assertRaisesRegex(InputImageError, "shape"):
+            masks.fixed_mask(np.ones((3, 3, 3), bool), FIXED)
+        with self.assertRaisesRegex(InputImageError, "components"):
+            masks.fixed_mask(sitk.Image([SIZE] * 3, sitk.sitkVectorFloat32), FIXED)
+
+
+class InitialTransformTest(unittest.TestCase):
+    def test_exact_initial_transform_leaves_little_to_do_and_is_composed(self):
+        moving, truth = affine_pair()
+        result = registration.run(FIXED, moving, SETTINGS, initial_transform=truth, truth=truth)
+        self.assertEqual(result.mapping.GetName(), "CompositeTransform")
+        self.assertLess(result.error.recovered.mean_voxels, 0.2 * result.error.identity.mean_voxels)
+        self.assertLess(result.error.recovered.mean_voxels, 0.3)
+        point = (10.0, 20.0, 30.0)
+        self.assertTrue(np.allclose(result.mapping.TransformPoint(point),
+                                    truth.TransformPoint(result.transform.TransformPoint(point))))
+
+    def test_initial_transform_is_converted_into_override_and_normalised_units(self):
+        moving, truth = affine_pair()
+        fast = SETTINGS.replace(lbfgs2={"number_of_iterations": 5})
+        override = registration.run(FIXED, moving, fast.replace(spacing_override=1.0), initial_transform=truth,
+                                    truth=truth)
+        normalised = registration.run(FIXED, moving, fast.replace(normalised_units=True), initial_transform=truth,
+                                      truth=truth)
+        # Spacing 2 overridden to 1 and normalised units (factor 2) are the same registration up to rounding.
+        self.assertAlmostEqual(override.error.recovered.mean_voxels, normalised.error.recovered.mean_voxels, places=6)
+        self.assertLess(override.error.recovered.mean_voxels, 0.3)
+
+    def test_conjugation_keeps_the_voxel_to_voxel_meaning(self):
+        _moving, truth = affine_pair()
+        settings = RegistrationSettings(spacing_override=0.7, normalised_units=True)
+        factor, origin = 0.7, FIXED.GetOrigin()
+        _result_space, work_space = initial_transforms.work_spaces(truth, FIXED, settings, factor, origin)
+        to_work = sitk.CompositeTransform([initial_transforms.normalised_map(factor, origin),
+                                           initial_transforms.override_map(FIXED, 0.7)])
+        native = FIXED.TransformContinuousIndexToPhysicalPoint((3.5, 7.0, 11.0))
+        expected = to_work.TransformPoint(truth.TransformPoint(native))
+        self.assertTrue(np.allclose(work_space.TransformPoint(to_work.TransformPoint(native)), expected))
+
+
+class CommandLineTest(unittest.TestCase):
+    def setUp(self):
+        self.folder = Path(tempfile.mkdtemp())
+        moving, self.truth = affine_pair()
+        self.fixed, self.moving = self.folder / "fixed.nrrd", self.folder / "moving.nrrd"
+        sitk.WriteImage(FIXED, str(self.fixed))
+        sitk.WriteImage(moving, str(self.moving))
+        self.initial = self.folder / "affine.tfm"
+        sitk.WriteTransform(self.truth, str(self.initial))
+        self.mask = self.folder / "mask.nrrd"
+        mask = sitk.GetImageFromArray(ball((14, 14, 14), 10).astype(np.uint8))
+        mask.CopyInformation(FIXED)
+        sitk.WriteImage(mask, str(self.mask))
+
+    def test_register_with_mask_and_initial_transform_round_trips(self):
+        output = self.folder / "out"
+        status, _out, err = run_cli("register", "--fixed", self.fixed, "--moving", self.moving, "--quiet",
+                                    "--mask", self.mask, "--initial-transform", self.initial, "--output", output,
+                                    "--scales-estimator", "none", "--sampling-strategy", "none",
+                                    "--lbfgs2-number-of-iterations", "5")
+        self.assertEqual(status, 0, err)
+        summary = json.loads((output / "result.json").read_text())
+        self.assertTrue(summary["masked"])
+        self.assertEqual(summary["initial_transform"], "AffineTransform")
+        whole = sitk.ReadTransform(str(output / "transform.tfm"))
+        bspline = sitk.BSplineTransform(sitk.ReadTransform(str(output / "bspline.tfm")))
+        composed = sitk.CompositeTransform([sitk.ReadTransform(str(self.initial)), bspline])
+        for point in ((0.0, 10.0, 20.0), (30.0, 40.0, 50.0)):
+            self.assertTrue(np.allclose(whole.TransformPoint(point), composed.TransformPoint(point), atol=1e-9))
+        self.assertGreater(np.abs(np.asarray(bspline.GetParameters())).max(), 0.0)
+
+    def test_bad_inputs_give_one_line_and_status_2(self):
+        empty = self.folder / "empty_mask.nrrd"
+        sitk.WriteImage(sitk.Image([SIZE] * 3, sitk.sitkUInt8), str(empty))
+        garbage = self.folder / "garbage.tfm"
+        garbage.write_text("this is not a transform\n")
+        cases = {"selects no voxel": ("--mask", empty), "not found": ("--mask", self.folder / "missing.nrrd"),
+                 "initial transform file": ("--initial-transform", garbage)}
+        for expected, option in cases.items():
+            status, _out, err = run_cli("register", "--fixed", self.fixed, "--moving", self.moving, "--quiet", *option)
+            self.assertEqual(status, 2, err)
+            self.assertIn(expected, err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertNotIn("Traceback", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
