@@ -168,6 +168,7 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._parameterNodeGuiTag = None
         self._pollTimer = None
         self._shownErrors = 0
+        self._shownRecommendations = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -191,6 +192,8 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.restoreDefaultsButton.connect("clicked(bool)", self.onRestoreDefaultsButton)
         self.ui.runStudyButton.connect("clicked(bool)", self.onRunStudyButton)
         self.ui.openReportButton.connect("clicked(bool)", self.onOpenReportButton)
+        self.ui.runAccuracyCheckButton.connect("clicked(bool)", self.onRunAccuracyCheckButton)
+        self.ui.applyRecommendationButton.connect("clicked(bool)", self.onApplyRecommendationButton)
         self.ui.diagnosisTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._showWarningsOfTable)
         self.initializeParameterNode()
         self._refresh()
@@ -206,6 +209,7 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         if self.workflow is not None:
             self.workflow.cancelRegistration()
             self.workflow.cancelStudy()
+            self.workflow.cancelAccuracyCheck()
         if self._pollTimer is not None:
             self._pollTimer.stop()
         self.removeObservers()
@@ -292,9 +296,31 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.gridWarningsLabel.text = w.gridWarnings
         self.ui.warningsTextEdit.plainText = w.warningsText
         self.ui.openReportButton.enabled = w.study is not None
+        self._refreshAccuracy()
         if w.errorCount != self._shownErrors:  # each failure once, in a dialog
             self._shownErrors = w.errorCount
             slicer.util.errorDisplay(w.error, detailedText=w.errorDetails or None)
+
+    def _refreshAccuracy(self) -> None:
+        w, node = self.workflow, self._parameterNode
+        if w.accuracyRunning:
+            cancelling = w.accuracyJob.cancel_requested
+            self.ui.runAccuracyCheckButton.text = _("Cancelling check...") if cancelling else _("Cancel check")
+            self.ui.runAccuracyCheckButton.enabled = not cancelling
+        else:
+            self.ui.runAccuracyCheckButton.text = _("Check accuracy")
+            self.ui.runAccuracyCheckButton.enabled = bool(node and node.fixedVolume)
+        self.ui.accuracyProgressBar.setRange(0, 1000)
+        self.ui.accuracyProgressBar.setValue(int(1000 * w.accuracyProgress))
+        self.ui.accuracyStatusLabel.text = w.accuracyStatus
+        self.ui.accuracyRankingTextEdit.plainText = w.rankingText
+        self.ui.adviceTextEdit.plainText = w.adviceText
+        if w.recommendations is not self._shownRecommendations:  # refill only on a new check: keep the choice
+            self._shownRecommendations = w.recommendations
+            self.ui.recommendationComboBox.clear()
+            for _index, label in w.appliableRecommendations:
+                self.ui.recommendationComboBox.addItem(label)
+        self.ui.applyRecommendationButton.enabled = bool(w.appliableRecommendations) and not w.accuracyRunning
 
     def _onPollTimer(self) -> None:
         w = self.workflow
@@ -306,7 +332,7 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
                 slicer.modules.plots.logic().ShowChartInLayout(w.study["nodes"]["charts"][0])  # a plot layout
             if w.outputs is not hadOutputs or w.study is not hadStudy:
                 self.ui.resultsCollapsibleButton.collapsed = False
-        if not (w.registrationRunning or w.studyRunning):
+        if not (w.registrationRunning or w.studyRunning or w.accuracyRunning):
             self._pollTimer.stop()
         self._refresh()
 
@@ -344,6 +370,28 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             else:
                 self.workflow.startStudy(node.fixedVolume, node.movingVolume, spec, str(node.studyFolder))
             self._pollTimer.start()
+        self._refresh()
+
+    def onRunAccuracyCheckButton(self) -> None:
+        if self.workflow.accuracyRunning:
+            self.workflow.cancelAccuracyCheck()
+        else:
+            try:
+                settings = self._settings()
+            except ValueError as error:
+                self.workflow.fail("Cannot start the accuracy check", error)
+            else:
+                self.workflow.startAccuracyCheck(self._parameterNode.fixedVolume, settings)
+            self._pollTimer.start()
+        self._refresh()
+
+    def onApplyRecommendationButton(self) -> None:
+        choices = self.workflow.appliableRecommendations
+        position = self.ui.recommendationComboBox.currentIndex
+        if 0 <= position < len(choices):
+            values = {name: self._parameterNode.getValue(name) for name in parameters.SETTING_PARAMETERS}
+            for name, value in self.workflow.applyRecommendation(choices[position][0], values).items():
+                self._parameterNode.setValue(name, value)
         self._refresh()
 
     def onShowGridButton(self) -> None:

@@ -218,7 +218,8 @@ class WidgetCodeTest(unittest.TestCase):
         self.assertEqual((top.get("class"), top.get("name")), ("qMRMLWidget", "SpacingRegistration"))
         widgets = uiWidgets()
         sections = {uiProperty(w, "text") for w in widgets.values() if w.get("class") == "ctkCollapsibleButton"}
-        self.assertEqual(sections, {"Inputs", "Control grid", "Registration", "Study", "Results", "Advanced"})
+        self.assertEqual(sections, {"Inputs", "Control grid", "Registration", "Study", "Results", "Advanced",
+                                    "Accuracy check"})
         declared = {c.find("class").text for c in root.iter("customwidget")}
         used = {w.get("class") for w in widgets.values()}
         self.assertEqual(sorted(c for c in used if c.startswith(("qMRML", "ctk")) and c not in declared), [])

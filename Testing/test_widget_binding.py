@@ -40,6 +40,12 @@ class Widget(types.SimpleNamespace):
     def setVisible(self, visible):
         self.visible = visible
 
+    def clear(self):
+        self.items = []
+
+    def addItem(self, text):
+        self.items.append(text)
+
 
 class Timer:
     def __init__(self):
@@ -58,13 +64,18 @@ class ParameterNode(types.SimpleNamespace):
     def getValue(self, name):
         return getattr(self, name)
 
+    def setValue(self, name, value):
+        setattr(self, name, value)
+
 
 def ui():
     names = ("applyButton", "showGridButton", "hideGridButton", "runStudyButton", "openReportButton", "progressBar",
              "statusLabel", "studyProgressBar", "studyStatusLabel", "gridCountsLabel", "gridWarningsLabel",
-             "warningsTextEdit", "resultsCollapsibleButton")
-    return types.SimpleNamespace(**{name: Widget(text="", enabled=False, collapsed=True, plainText="")
-                                    for name in names})
+             "warningsTextEdit", "resultsCollapsibleButton", "runAccuracyCheckButton", "accuracyProgressBar",
+             "accuracyStatusLabel", "accuracyRankingTextEdit", "adviceTextEdit", "recommendationComboBox",
+             "applyRecommendationButton")
+    return types.SimpleNamespace(**{name: Widget(text="", enabled=False, collapsed=True, plainText="", items=[],
+                                                 currentIndex=0) for name in names})
 
 
 class WidgetBindingTest(unittest.TestCase):
@@ -83,6 +94,7 @@ class WidgetBindingTest(unittest.TestCase):
                                   studyFolder=self.folder / "study", **values)
         widget = SpacingRegistration.SpacingRegistrationWidget.__new__(SpacingRegistration.SpacingRegistrationWidget)
         widget.ui, widget._parameterNode, widget._pollTimer, widget._shownErrors = ui(), self.node, Timer(), 0
+        widget._shownRecommendations = None
         widget.logic = SpacingRegistration.SpacingRegistrationLogic(scene=self.scene)
         widget.workflow = Workflow(widget.logic)
         self.widget = widget
@@ -160,6 +172,36 @@ class WidgetBindingTest(unittest.TestCase):
         self.assertEqual(len(self.charts), 1)
         self.assertIs(self.charts[0].GetScene(), self.scene)
         self.assertTrue(os.path.isfile(w.workflow.study["reportPaths"]["html"]))
+
+    def test_accuracy_check_becomes_cancel_and_a_recommendation_sets_its_parameters(self):
+        w, u = self.widget, self.widget.ui
+        w._refresh()
+        self.assertEqual((u.runAccuracyCheckButton.text, u.runAccuracyCheckButton.enabled), ("Check accuracy", True))
+        self.assertFalse(u.applyRecommendationButton.enabled)
+        with mock.patch.object(w.workflow, "startAccuracyCheck", wraps=w.workflow.startAccuracyCheck) as start:
+            w.onRunAccuracyCheckButton()
+        self.assertEqual(start.call_args.args[0], self.node.fixedVolume)
+        self.assertEqual(start.call_args.args[1].lbfgs2.number_of_iterations, 3)  # the panel's settings
+        self.assertEqual(u.runAccuracyCheckButton.text, "Cancel check")
+        w.onRunAccuracyCheckButton()  # Cancel
+        self.assertIn(u.runAccuracyCheckButton.text, ("Cancelling check...", "Check accuracy"))
+        self.runTimer(60)
+        self.assertEqual(self.errors, [])
+        self.assertEqual(u.runAccuracyCheckButton.text, "Check accuracy")
+        self.assertIn("ancelled", u.accuracyStatusLabel.text)
+        # A finished check's advice (set as the workflow sets it): the combo lists what can be applied.
+        w.workflow.recommendations = [{"kind": "warning", "text": "a warning", "changes": {}},
+                                      {"kind": "recommended", "text": "use 25 % sampling",
+                                       "changes": {"sampling_percentage": 25.0}}]
+        w._refresh()
+        self.assertEqual(u.recommendationComboBox.items, ["recommended: sampling_percentage = 25.0"])
+        self.assertIn("- use 25 % sampling", u.adviceTextEdit.plainText)
+        self.assertTrue(u.applyRecommendationButton.enabled)
+        before = {name: self.node.getValue(name) for name in parameters.SETTING_PARAMETERS}
+        w.onApplyRecommendationButton()
+        after = {name: self.node.getValue(name) for name in parameters.SETTING_PARAMETERS}
+        self.assertEqual({name for name in before if before[name] != after[name]}, {"samplingPercentage"})
+        self.assertEqual(after["samplingPercentage"], 25.0)
 
 
 if __name__ == "__main__":

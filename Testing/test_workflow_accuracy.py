@@ -64,6 +64,8 @@ class WorkflowAccuracyTest(unittest.TestCase):
         errors = [float(row[2]) for row in w.accuracyRanking]
         self.assertEqual(errors, sorted(errors))
         self.assertEqual([row[5] for row in w.accuracyRanking if row[1] == "your settings"], ["yours"])
+        self.assertEqual(len(w.rankingText.splitlines()), 4)
+        self.assertTrue(w.rankingText.startswith("Rank"))
         bad = next(row for row in w.accuracyRanking if row[1] == "sampling 0.5 %")
         self.assertGreater(float(bad[5].split()[0]), 0.0)  # worse than yours
         # The advice: the outcome's recommendations in order, as plain dicts.

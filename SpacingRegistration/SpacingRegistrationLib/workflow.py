@@ -52,6 +52,15 @@ def accuracy_rows(ranking) -> list[tuple[str, ...]]:
     return rows
 
 
+def ranking_text(rows) -> str:
+    """The ranking rows as an aligned plain-text table (the panel shows it in a read-only text box)."""
+    if not rows:
+        return ""
+    table = [ACCURACY_COLUMNS, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(ACCURACY_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table)
+
+
 def recommendation_label(recommendation: dict) -> str:
     """A short label of an appliable recommendation: its kind and the settings it changes."""
     changes = ", ".join(f"{name} = {value}" for name, value in recommendation["changes"].items())
@@ -113,6 +122,10 @@ class Workflow:
     def appliableRecommendations(self) -> list[tuple[int, str]]:
         """(index into ``recommendations``, label) of the recommendations that change settings."""
         return [(i, recommendation_label(r)) for i, r in enumerate(self.recommendations) if r["changes"]]
+
+    @property
+    def rankingText(self) -> str:
+        return ranking_text(self.accuracyRanking)
 
     @property
     def adviceText(self) -> str:
