@@ -1,7 +1,7 @@
 """What the desktop panel and the web page show of the work, owned in one place.
 
-A Workflow starts and cancels registrations, studies and accuracy checks through a logic (logic.RegistrationLogic: child-process
-jobs), turns their events into the states and texts both front ends show (status line, progress, grid summary,
+A Workflow starts and cancels registrations, studies and accuracy checks through a logic (logic.RegistrationLogic:
+child-process jobs), turns their events into the states and texts both front ends show (status line, progress, grid summary,
 warnings, diagnosis rows, one-sentence errors), and on a job's end has the logic make the MRML nodes, on the
 thread that calls ``poll()``. The front ends only bind it: the panel's QTimer and the web app's asyncio loop
 call ``poll()`` and copy the attributes to their widgets. Qt-free and MRML-free (the logic touches MRML).
