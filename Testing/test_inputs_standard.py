@@ -1,5 +1,5 @@
 """Standard inputs of registration tools (issue 11 §4): a fixed-image mask for the metric, an initial transform
-composed before the BSpline; engine and command line, good and bad inputs."""
+composed before the BSpline, a multi-resolution pyramid; engine and command line, good and bad inputs."""
 
 import contextlib
 import io
@@ -137,6 +137,33 @@ class InitialTransformTest(unittest.TestCase):
         self.assertTrue(np.allclose(work_space.TransformPoint(to_work.TransformPoint(native)), expected))
 
 
+class PyramidTest(unittest.TestCase):
+    def test_two_level_pyramid_runs_two_levels_and_changes_the_result(self):
+        fast = SETTINGS.replace(lbfgs2={"number_of_iterations": 5})
+        single = registration.run(FIXED, MOVING, fast)
+        pyramid = registration.run(FIXED, MOVING, fast.replace(shrink_factors=[2, 1], smoothing_sigmas=[1.0, 0.0]))
+        self.assertEqual(single.iterations_per_level, [single.iterations_per_run])
+        self.assertEqual(len(pyramid.iterations_per_level), 2)
+        self.assertEqual(sorted({record.level for record in pyramid.trace}), [0, 1])
+        # Each level restarts the optimizer: its own libLBFGS runs, each capped at 5 iterations.
+        for runs in pyramid.iterations_per_level:
+            self.assertTrue(all(1 <= count <= 5 for count in runs), pyramid.iterations_per_level)
+        self.assertEqual(pyramid.iterations_per_run, pyramid.iterations_per_level[-1])
+        self.assertEqual(sum(map(sum, pyramid.iterations_per_level)), len(pyramid.trace))
+        self.assertFalse(np.array_equal(single.coefficients_mm, pyramid.coefficients_mm))
+        self.assertEqual(pyramid.summary()["iterations_per_level"], pyramid.iterations_per_level)
+
+    def test_pyramid_settings_are_validated_with_one_clear_error(self):
+        from SpacingRegistrationLib.settings import SettingsError
+        for changes, expected in (({"shrink_factors": [2, 1]}, "one value per level"),
+                                  ({"shrink_factors": [0]}, "integers >= 1"),
+                                  ({"smoothing_sigmas": [-1.0]}, ">= 0"),
+                                  ({"shrink_factors": [1.5]}, "integers >= 1")):
+            with self.subTest(changes=changes), self.assertRaisesRegex(SettingsError, expected):
+                SETTINGS.replace(**changes)
+        self.assertEqual(RegistrationSettings().shrink_factors, (1,))  # the reported set-up: one level
+
+
 class CommandLineTest(unittest.TestCase):
     def setUp(self):
         self.folder = Path(tempfile.mkdtemp())
@@ -168,13 +195,29 @@ class CommandLineTest(unittest.TestCase):
             self.assertTrue(np.allclose(whole.TransformPoint(point), composed.TransformPoint(point), atol=1e-9))
         self.assertGreater(np.abs(np.asarray(bspline.GetParameters())).max(), 0.0)
 
+    def test_register_with_a_pyramid_round_trips(self):
+        output = self.folder / "pyramid"
+        status, _out, err = run_cli("register", "--fixed", self.fixed, "--moving", self.moving, "--quiet",
+                                    "--output", output, "--scales-estimator", "none", "--sampling-strategy", "none",
+                                    "--lbfgs2-number-of-iterations", "3", "--shrink-factors", "2", "1",
+                                    "--smoothing-sigmas", "1", "0")
+        self.assertEqual(status, 0, err)
+        summary = json.loads((output / "result.json").read_text())
+        self.assertEqual(summary["settings"]["shrink_factors"], [2, 1])
+        self.assertEqual(summary["settings"]["smoothing_sigmas"], [1.0, 0.0])
+        self.assertEqual(len(summary["iterations_per_level"]), 2)
+        levels = {row.split(",")[-1] for row in (output / "trace.csv").read_text().splitlines()[1:]}
+        self.assertEqual(levels, {"0", "1"})
+
     def test_bad_inputs_give_one_line_and_status_2(self):
         empty = self.folder / "empty_mask.nrrd"
         sitk.WriteImage(sitk.Image([SIZE] * 3, sitk.sitkUInt8), str(empty))
         garbage = self.folder / "garbage.tfm"
         garbage.write_text("this is not a transform\n")
         cases = {"selects no voxel": ("--mask", empty), "not found": ("--mask", self.folder / "missing.nrrd"),
-                 "initial transform file": ("--initial-transform", garbage)}
+                 "initial transform file": ("--initial-transform", garbage),
+                 "one value per level": ("--shrink-factors", "4", "2", "1", "--smoothing-sigmas", "1", "0"),
+                 "smaller shrink_factors": ("--shrink-factors", "16", "--smoothing-sigmas", "0")}
         for expected, option in cases.items():
             status, _out, err = run_cli("register", "--fixed", self.fixed, "--moving", self.moving, "--quiet", *option)
             self.assertEqual(status, 2, err)

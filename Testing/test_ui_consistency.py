@@ -126,7 +126,7 @@ class ParameterNodeTest(unittest.TestCase):
             info = field_info(path)
             with self.subTest(parameter=name):
                 self.assertTrue(info["label"])
-                self.assertIn(info["display"], ("number", "scientific", "choice", "check"))
+                self.assertIn(info["display"], ("number", "scientific", "choice", "check", "levels"))
                 self.assertEqual(self.fields[name].withinRange, info.get("range"))
                 if "none" in info:
                     self.assertEqual(parameters.NONE_VALUES[name], info["none"])
@@ -198,9 +198,10 @@ class ParameterNodeTest(unittest.TestCase):
             self.assertEqual(uiProperty(element, "minimum"), value, name)
             self.assertTrue(uiProperty(element, "specialValueText"), name)
 
-    def test_text_fields_are_the_scientific_parameters(self):
+    def test_text_fields_are_the_scientific_and_pyramid_level_parameters(self):
         textSettings = {n for n, f in self.fields.items() if f.kind == "str" and n in parameters.SETTING_PARAMETERS}
-        self.assertEqual(textSettings, set(parameters.SCIENTIFIC_PARAMETERS))
+        self.assertEqual(textSettings, set(parameters.SCIENTIFIC_PARAMETERS) | set(parameters.LEVELS_PARAMETERS))
+        self.assertEqual(set(parameters.LEVELS_PARAMETERS), {"shrinkFactors", "smoothingSigmas"})
 
 
 class WidgetCodeTest(unittest.TestCase):

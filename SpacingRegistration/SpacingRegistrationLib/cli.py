@@ -62,6 +62,9 @@ def _add_field(group, flag: str, dest: str, annotation: str, default):
     if annotation == "bool":
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
                            help=_help(dest, default))
+    elif annotation.startswith("tuple") and "..." in annotation:  # one value per pyramid level
+        kind = float if "float" in annotation else int
+        group.add_argument(flag, dest=dest, type=kind, nargs="+", metavar="LEVEL", help=_help(dest, list(default)))
     elif annotation.startswith("tuple"):
         group.add_argument(flag, dest=dest, type=int, nargs=3, metavar=("X", "Y", "Z"),
                            help=_help(dest, list(default)))

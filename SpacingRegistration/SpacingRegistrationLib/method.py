@@ -134,5 +134,16 @@ def build_method(settings: RegistrationSettings, initial: sitk.Transform) -> sit
     if units is not None:
         method.SetNumberOfWorkUnits(units)
     method.SetInitialTransform(initial, inPlace=True)
+    configure_pyramid(method, settings)
     return method
+
+
+def configure_pyramid(method: sitk.ImageRegistrationMethod, settings: RegistrationSettings):
+    """Shrink factors and smoothing sigmas per level; sigmas in voxels (spacing-invariant). The default single
+    full-resolution, unsmoothed level is SimpleITK's own default and is left untouched."""
+    if settings.shrink_factors == (1,) and settings.smoothing_sigmas == (0.0,):
+        return
+    method.SetShrinkFactorsPerLevel(list(settings.shrink_factors))
+    method.SetSmoothingSigmasPerLevel([float(v) for v in settings.smoothing_sigmas])
+    method.SetSmoothingSigmasAreSpecifiedInPhysicalUnits(False)
 

@@ -33,6 +33,9 @@ SETTING_PARAMETERS = {parameter_name(path): path for path in leaf_paths()}
 #: Parameters shown as text because their values span many decades (1e-20 .. 1e20); any float notation is accepted.
 SCIENTIFIC_PARAMETERS = tuple(name for name, path in SETTING_PARAMETERS.items()
                               if field_info(path).get("display") == "scientific")
+#: Parameters holding one number per pyramid level, shown as text ("4, 2, 1").
+LEVELS_PARAMETERS = tuple(name for name, path in SETTING_PARAMETERS.items()
+                          if field_info(path).get("display") == "levels")
 #: Parameter value standing for the setting None (the spin boxes show it with their specialValueText).
 NONE_VALUES = {name: field_info(path)["none"] for name, path in SETTING_PARAMETERS.items()
                if "none" in field_info(path)}
@@ -68,7 +71,7 @@ class ParameterField:
 def _setting_field(name: str, path: str, default) -> ParameterField:
     info = field_info(path)
     display = info["display"]
-    kind = {"choice": "choice", "check": "bool", "scientific": "str"}.get(display)
+    kind = {"choice": "choice", "check": "bool", "scientific": "str", "levels": "str"}.get(display)
     if kind is None:
         kind = type(info.get("none", info["default"])).__name__
     return ParameterField(name, kind, default, info.get("range"), info.get("choices"), info["label"], info["unit"],
@@ -112,6 +115,8 @@ def settings_from_parameter_values(values: dict) -> RegistrationSettings:
                 value = float(str(value).strip())
             except ValueError:
                 raise SettingsError(f"{name} ({path}) must be a number, got {value!r}") from None
+        elif name in LEVELS_PARAMETERS:
+            value = _parse_levels(name, path, value)
         _set_path(settings, path, value)
     return from_dict(settings)
 
@@ -126,8 +131,21 @@ def parameter_values_from_settings(settings: RegistrationSettings) -> dict:
             value = NONE_VALUES[name]
         elif name in SCIENTIFIC_PARAMETERS:
             value = _format_scientific(value)
+        elif name in LEVELS_PARAMETERS:
+            value = ", ".join(f"{v:g}" for v in value)
         result[name] = value
     return result
+
+
+def _parse_levels(name: str, path: str, text) -> list:
+    """One number per pyramid level from text such as ``"4, 2, 1"`` (integers for the shrink factors)."""
+    kind = int if isinstance(field_info(path)["default"][0], int) else float
+    parts = [p for p in str(text).replace(",", " ").replace(";", " ").split() if p]
+    try:
+        return [kind(p) for p in parts]
+    except ValueError:
+        what = "whole numbers" if kind is int else "numbers"
+        raise SettingsError(f"{name} ({path}) must be {what} separated by commas, one per level, got {text!r}") from None
 
 
 def _set_path(values: dict, path: str, value):

@@ -15,7 +15,10 @@ import SimpleITK as sitk
 from . import diagnostics, images, initial_transforms, masks, method, probes, resources, truth as truths
 from .displacement import FieldStatistics, displacement_array, field_statistics, minimum_jacobian_determinant
 from .grid import GridGeometry, grid_geometry, initial_bspline
-from .settings import RegistrationSettings, to_dict
+from .settings import RegistrationSettings, SettingsError, to_dict
+
+#: Fewest voxels per axis a pyramid level may leave (a shrink factor beyond that is refused before any work).
+MINIMUM_LEVEL_VOXELS = 4
 
 
 class CancelToken(Protocol):
@@ -42,6 +45,8 @@ class IterationRecord:
     scales_min: float
     scales_max: float
     wall_time: float
+    #: Pyramid level (0 = the coarsest; always 0 with one level); ``lbfgs_run`` and ``iteration`` restart per level.
+    level: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class RegistrationResult:
     coefficients_mm: np.ndarray
     coefficients_voxels: np.ndarray
     trace: list[IterationRecord]
+    #: Iterations per libLBFGS run of the last pyramid level (the one the stop description describes).
     iterations_per_run: list[int]
     stop_description: str
     stop_reason: str
@@ -90,6 +96,8 @@ class RegistrationResult:
     initial_transform: sitk.Transform | None = None
     #: Whether a fixed-image mask restricted the metric and the statistics.
     masked: bool = False
+    #: Iterations per libLBFGS run, for each pyramid level (coarse to fine).
+    iterations_per_level: list[list[int]] = field(default_factory=list)
 
     @property
     def mapping(self) -> sitk.Transform:
@@ -108,6 +116,7 @@ class RegistrationResult:
             "stop_description": self.stop_description,
             "stop_reason": self.stop_reason,
             "iterations_per_run": self.iterations_per_run,
+            "iterations_per_level": self.iterations_per_level,
             "metric_reported": self.metric_reported,
             "metric_reevaluated": self.metric_reevaluated,
             "max_coefficient_mm": float(np.abs(self.coefficients_mm).max()),
@@ -150,6 +159,7 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
     fixed, moving = images.check_pair(fixed, moving)
     resources.check_registration_memory(*given, settings, memory_limit_bytes)
     known = None if truth is None else truths.as_truth(truth, fixed)  # a bad truth fails before any work
+    _check_pyramid(fixed, settings)
     mask_image = None if mask is None else masks.fixed_mask(mask, fixed)
     given_initial = None if initial_transform is None else initial_transforms.load(initial_transform)
     native_fixed = fixed
@@ -176,6 +186,7 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
     inputs.apply(registration)
     observer = _Observer(registration, work_fixed, start_position, progress, cancel)
     registration.AddCommand(sitk.sitkIterationEvent, observer.on_iteration)
+    registration.AddCommand(sitk.sitkMultiResolutionIterationEvent, observer.on_level)
 
     cancelled = False
     start_wall, start_cpu = time.perf_counter(), time.process_time()
@@ -198,6 +209,7 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
     stop_description = "cancelled by the user" if cancelled else registration.GetOptimizerStopConditionDescription()
     run_facts = {
         "trace": observer.trace, "stop_description": stop_description, "cancelled": cancelled,
+        "levels": observer.levels_started,
         "metric_reported": registration.GetMetricValue(),
         "metric_reevaluated": probes.sampled_metric(work_fixed, work_moving, optimised, settings, inputs),
         "timing": _timing(observer.trace, start_wall, end_wall, end_cpu - start_cpu),
@@ -229,14 +241,22 @@ class _Observer:
         self.cancelled = False
         self.previous_position = start_position
         self.lbfgs_run = 0
+        self.level = 0
+        self.levels_started = 0
         self.saved_stderr = None
         self.started = time.perf_counter()
+
+    def on_level(self):
+        """ITK announces each pyramid level (the first included) before optimising it; the optimizer restarts."""
+        self.level = self.levels_started
+        self.levels_started += 1
+        self.lbfgs_run = 0
 
     def on_iteration(self):
         r = self.registration
         position = np.asarray(r.GetOptimizerPosition())
         iteration = r.GetOptimizerIteration()
-        if self.trace and iteration <= self.trace[-1].iteration:
+        if self.trace and self.trace[-1].level == self.level and iteration <= self.trace[-1].iteration:
             self.lbfgs_run += 1
         step = _max_voxels(position - self.previous_position, self.fixed)
         self.previous_position = position
@@ -247,7 +267,7 @@ class _Observer:
             convergence_value=r.GetOptimizerConvergenceValue(), learning_rate=r.GetOptimizerLearningRate(),
             scales_min=float(scales.min()) if scales.size else float("nan"),
             scales_max=float(scales.max()) if scales.size else float("nan"),
-            wall_time=time.perf_counter() - self.started)
+            wall_time=time.perf_counter() - self.started, level=self.level)
         self.trace.append(record)
         if self.progress is not None:
             self.progress(record)
@@ -325,7 +345,8 @@ def _assemble(fixed, moving, transform, settings, factor, run_facts, mask, input
     result = RegistrationResult(
         transform=transform, settings=settings, spacing=tuple(fixed.GetSpacing()), normalisation_factor=factor,
         coefficients_mm=coefficients_mm, coefficients_voxels=coefficients_voxels, trace=trace,
-        iterations_per_run=diagnostics.iterations_per_run(trace), stop_description=stop_description,
+        iterations_per_run=_iterations_per_level(trace, run_facts["levels"])[-1],
+        iterations_per_level=_iterations_per_level(trace, run_facts["levels"]), stop_description=stop_description,
         stop_reason="cancelled" if cancelled else diagnostics.classify_stop(settings.optimizer, stop_description),
         moved=bool(np.any(coefficients_mm != 0)), metric_reported=run_facts["metric_reported"],
         metric_reevaluated=run_facts["metric_reevaluated"], timing=run_facts["timing"],
@@ -336,6 +357,20 @@ def _assemble(fixed, moving, transform, settings, factor, run_facts, mask, input
         masked=inputs.fixed_mask is not None)
     result.warnings.extend(diagnostics.warnings_for(result))
     return result
+
+
+def _iterations_per_level(trace: list[IterationRecord], levels: int) -> list[list[int]]:
+    """Iterations per libLBFGS run for each pyramid level that started (an empty list: no iteration there)."""
+    levels = max([levels, 1] + [record.level + 1 for record in trace])
+    return [diagnostics.iterations_per_run([r for r in trace if r.level == level]) for level in range(levels)]
+
+
+def _check_pyramid(fixed: sitk.Image, settings: RegistrationSettings):
+    smallest = min(fixed.GetSize()) // max(settings.shrink_factors)
+    if smallest < MINIMUM_LEVEL_VOXELS:
+        raise SettingsError(f"shrink factor {max(settings.shrink_factors)} leaves {smallest} voxel(s) on the fixed "
+                            f"image's smallest axis ({min(fixed.GetSize())} voxels); at least {MINIMUM_LEVEL_VOXELS} "
+                            "are needed: use smaller shrink_factors")
 
 
 def _plausibility(fixed, moving, transform, settings, field_mm, displacement, inputs) -> Plausibility:

@@ -20,8 +20,11 @@ SCALES_ESTIMATORS = ("none", "physical_shift", "physical_shift_fast", "index_shi
 INTERPOLATORS = ("linear", "nearest", "bspline", "gaussian", "label_gaussian", "hamming_windowed_sinc")
 GRID_SPECIFICATIONS = ("mesh_size", "spacing_mm", "spacing_voxels")
 LEARNING_RATE_ESTIMATIONS = ("never", "once", "each_iteration")
-#: Display kinds of a setting: a spin box or number field, text for values spanning many decades, a list, a check box.
-DISPLAY_KINDS = ("number", "scientific", "choice", "check")
+#: Display kinds of a setting: a spin box or number field, text for values spanning many decades, a list, a check box,
+#: text holding one number per pyramid level ("4, 2, 1").
+DISPLAY_KINDS = ("number", "scientific", "choice", "check", "levels")
+#: Most pyramid levels accepted.
+MAXIMUM_LEVELS = 8
 
 
 class SettingsError(ValueError):
@@ -122,6 +125,9 @@ class GradientDescentSettings:
 class RegistrationSettings:
     """Everything that decides a BSpline registration.
 
+    Pyramid: ``shrink_factors`` and ``smoothing_sigmas`` give one level each, coarse to fine (default one level at
+    full resolution, unsmoothed: the reported set-up). Sigmas are in voxels of the full-resolution image, so a level
+    smooths the same voxels whatever the spacing override or normalised units do to the physical units.
     Control grid: ``grid_specification`` picks which of ``mesh_size`` (intervals per axis),
     ``grid_spacing_mm`` or ``grid_spacing_voxels`` (control-point spacing) is used.
     Modes: ``spacing_override`` gives both images spacing [s,s,s] before registering (what the report's
@@ -140,6 +146,8 @@ class RegistrationSettings:
     sampling_percentage: float = setting(2.5, "sampling percentage", unit="%", range=(0.01, 100.0))
     sampling_seed: int | None = setting(1, "seed", range=(-1, 2147483647), none=-1, none_text="wall clock")
     interpolator: str = setting("linear", "interpolator", choices=INTERPOLATORS)
+    shrink_factors: tuple[int, ...] = setting((1,), "shrink factor per level", display="levels")
+    smoothing_sigmas: tuple[float, ...] = setting((0.0,), "smoothing sigma per level", unit="voxels", display="levels")
 
     optimizer: str = setting("lbfgs2", "optimizer", choices=OPTIMIZERS)
     lbfgs2: Lbfgs2Settings = field(default_factory=Lbfgs2Settings)
@@ -169,6 +177,8 @@ def to_dict(settings: RegistrationSettings) -> dict[str, Any]:
     """Plain JSON-ready dictionary."""
     values = dataclasses.asdict(settings)
     values["mesh_size"] = list(settings.mesh_size)
+    values["shrink_factors"] = list(settings.shrink_factors)
+    values["smoothing_sigmas"] = list(settings.smoothing_sigmas)
     return values
 
 
@@ -183,8 +193,9 @@ def from_dict(values: dict[str, Any]) -> RegistrationSettings:
     for name, cls in nested.items():
         if isinstance(values.get(name), dict):
             values[name] = _nested_from_dict(cls, name, values[name])
-    if "mesh_size" in values:
-        values["mesh_size"] = tuple(values["mesh_size"])
+    for name in ("mesh_size", "shrink_factors", "smoothing_sigmas"):
+        if isinstance(values.get(name), (list, tuple)):
+            values[name] = tuple(values[name])
     return RegistrationSettings(**values)
 
 
@@ -227,6 +238,7 @@ def validate(s: RegistrationSettings):
     _require(s.sampling_seed is None or (_is_int(s.sampling_seed) and 0 <= s.sampling_seed < 2**32),
              f"sampling_seed must be None (wall clock) or an integer in [0, 2^32), got {s.sampling_seed!r}")
     _require(s.interpolator in INTERPOLATORS, f"interpolator must be one of {INTERPOLATORS}, got {s.interpolator!r}")
+    _validate_pyramid(s)
     _require(s.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {s.optimizer!r}")
     _require(s.scales_estimator in SCALES_ESTIMATORS,
              f"scales_estimator must be one of {SCALES_ESTIMATORS}, got {s.scales_estimator!r}")
@@ -244,6 +256,18 @@ def validate(s: RegistrationSettings):
     _require(not (s.reproducible and s.number_of_work_units not in (None, 1)),
              f"reproducible mode runs one work unit; number_of_work_units={s.number_of_work_units} contradicts it")
     _validate_optimizer(s)
+
+
+def _validate_pyramid(s: RegistrationSettings):
+    shrink, sigmas = s.shrink_factors, s.smoothing_sigmas
+    _require(isinstance(shrink, tuple) and 1 <= len(shrink) <= MAXIMUM_LEVELS
+             and all(_is_int(f) and f >= 1 for f in shrink),
+             f"shrink_factors must be 1 to {MAXIMUM_LEVELS} integers >= 1 (one per level), got {shrink!r}")
+    _require(isinstance(sigmas, tuple) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               and math.isfinite(v) and v >= 0 for v in sigmas),
+             f"smoothing_sigmas must be numbers >= 0 (voxels, one per level), got {sigmas!r}")
+    _require(len(shrink) == len(sigmas), f"shrink_factors and smoothing_sigmas must have one value per level: got "
+                                         f"{len(shrink)} shrink factor(s) and {len(sigmas)} sigma(s)")
 
 
 def _validate_optimizer(s: RegistrationSettings):
