@@ -2,9 +2,9 @@
 
 The browser gets slice and 3D views rendered by Slicer (slicer-core displayable managers, offscreen EGL, streamed
 by trame-rca) and a panel with the desktop module's settings. The page only binds, as the desktop panel does, the
-library's workflow.Workflow: it starts registrations and studies as child-process jobs through the module's logic
-(SpacingRegistrationLib.mrml.logic.RegistrationLogic), owns the texts shown, and makes the MRML nodes when the asyncio
-loop polls it. The form's fields, labels and ranges come from the settings' metadata (parameters.py).
+library's workflow.Workflow: it starts registrations, studies and accuracy checks as child-process jobs through the
+module's logic (SpacingRegistrationLib.mrml.logic.RegistrationLogic), owns the texts shown, and makes the MRML nodes
+when the asyncio loop polls it. The form's fields, labels and ranges come from the settings' metadata (parameters.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from SpacingRegistrationLib import parameters, sample_data, svg  # noqa: E402
 from SpacingRegistrationLib.images import InputImageError, check_image_file  # noqa: E402
 from SpacingRegistrationLib.mrml.logic import RegistrationLogic  # noqa: E402
 from SpacingRegistrationLib.settings import RegistrationSettings, SettingsError  # noqa: E402
-from SpacingRegistrationLib.workflow import POLL_SECONDS, Workflow  # noqa: E402
+from SpacingRegistrationLib.workflow import ACCURACY_COLUMNS, POLL_SECONDS, Workflow  # noqa: E402
 
 from SpacingRegistrationWeb import safety  # noqa: E402
 
@@ -123,6 +123,7 @@ class SpacingRegistrationWebApp:
         self.logic = RegistrationLogic(scene=self.scene)
         self.workflow = Workflow(self.logic, jobsFolder=self.outputDir / "jobs")
         self._shownStudy = None
+        self._shownAccuracy = None
         self._pollTask = None
         self._studyCount = 0
         self._initialState(loadSample)
@@ -167,6 +168,16 @@ class SpacingRegistrationWebApp:
         s.plots = []
         s.report_url = ""
         s.study_statements = ""
+        s.accuracy_seeds = 4
+        s.accuracy_busy = False
+        s.accuracy_progress = 0
+        s.accuracy_status = ""
+        s.accuracy_headers = [{"title": title, "key": f"c{i}"} for i, title in enumerate(ACCURACY_COLUMNS)]
+        s.accuracy_rows = []
+        s.accuracy_url = ""
+        s.advice_text = ""
+        s.recommendation_items = []
+        s.recommendation_index = None
 
     def _fail(self, message: str, error: BaseException | None = None):
         self.workflow.fail(message, error)
@@ -195,6 +206,21 @@ class SpacingRegistrationWebApp:
             if w.study is not None and w.study is not self._shownStudy:
                 self._shownStudy = w.study
                 self._showStudy(w.study)
+            s.accuracy_busy, s.accuracy_status = w.accuracyRunning, w.accuracyStatus
+            s.accuracy_progress = 100.0 * w.accuracyProgress
+            if w.accuracy is not self._shownAccuracy:
+                self._shownAccuracy = w.accuracy
+                self._showAccuracy()
+
+    def _showAccuracy(self):
+        w, s = self.workflow, self.state
+        s.accuracy_rows = [{f"c{i}": cell for i, cell in enumerate(row)} for row in w.accuracyRanking]
+        s.advice_text = w.adviceText
+        s.recommendation_items = [{"title": label, "value": index} for index, label in w.appliableRecommendations]
+        s.recommendation_index = s.recommendation_items[0]["value"] if s.recommendation_items else None
+        page = pathlib.Path(w.accuracy.paths.get("html", w.accuracy.folder)).resolve()
+        s.accuracy_url = (f"results/{page.relative_to(self.outputDir).as_posix()}"
+                          if page.is_relative_to(self.outputDir) and page.is_file() else "")
 
     def _showStudy(self, study):
         nodes = study["nodes"]
@@ -208,7 +234,7 @@ class SpacingRegistrationWebApp:
     async def _pollJobs(self):
         """The asyncio side of the workflow: poll while a job runs (the desktop panel's QTimer)."""
         try:
-            while self.workflow.registrationRunning or self.workflow.studyRunning:
+            while self.workflow.registrationRunning or self.workflow.studyRunning or self.workflow.accuracyRunning:
                 await asyncio.sleep(POLL_SECONDS)
                 if self.workflow.poll():
                     self._sync()
@@ -218,7 +244,8 @@ class SpacingRegistrationWebApp:
 
     def _startPolling(self):
         self._sync()
-        if (self.workflow.registrationRunning or self.workflow.studyRunning) and self._pollTask is None:
+        w = self.workflow
+        if (w.registrationRunning or w.studyRunning or w.accuracyRunning) and self._pollTask is None:
             self._pollTask = asyncio.get_event_loop().create_task(self._pollJobs())
 
     # --- volumes --------------------------------------------------------------------------------------------------
@@ -357,11 +384,45 @@ class SpacingRegistrationWebApp:
         except (SettingsError, ValueError, TypeError) as error:
             self.workflow.fail("Cannot start the study", error)
         else:
-            self._studyCount += 1
-            folder = self.outputDir / f"study-{time.strftime('%Y%m%d-%H%M%S')}-{self._studyCount}"
             self.workflow.startStudy(self._nodeById(self.state.fixed_id), self._nodeById(self.state.moving_id), spec,
-                                     folder)
+                                     self._newOutputFolder("study"))
         self._startPolling()
+
+    def _newOutputFolder(self, kind: str) -> pathlib.Path:
+        """A new folder name under the served output folder (its pages are linked from the page)."""
+        self._studyCount += 1
+        return self.outputDir / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{self._studyCount}"
+
+    def onCheckAccuracy(self):
+        if self.workflow.accuracyRunning:
+            self.workflow.cancelAccuracyCheck()
+        else:
+            try:
+                settings, seeds = self._settings(), int(self.state.accuracy_seeds)
+            except (SettingsError, ValueError, TypeError) as error:
+                self.workflow.fail("Cannot start the accuracy check", error)
+            else:
+                self.workflow.startAccuracyCheck(self._nodeById(self.state.fixed_id), settings,
+                                                 self._newOutputFolder("accuracy"), seeds=seeds)
+        self._startPolling()
+
+    def onApplyRecommendation(self):
+        """Set the form fields (and the advanced JSON) to the chosen recommendation: exactly the parameters it names."""
+        index = self.state.recommendation_index
+        try:
+            values = parameterValuesFromFields({k: self.state[k] for k in (*FORM_FIELDS, "advanced_json")})
+            changed = self.workflow.applyRecommendation(int(index), values)
+        except (SettingsError, ValueError, TypeError, IndexError) as error:
+            self.workflow.fail("Cannot apply the recommendation", error)
+        else:
+            advanced = {name: value for name, value in changed.items() if name not in FORM_FIELDS}
+            with self.state:
+                for name in set(changed) & set(FORM_FIELDS):
+                    self.state[name] = changed[name]
+                if advanced:
+                    extra = json.loads(str(self.state.advanced_json or "").strip() or "{}")
+                    self.state.advanced_json = json.dumps({**extra, **advanced})
+        self._sync()
 
     # --- UI -------------------------------------------------------------------------------------------------------
 
@@ -386,10 +447,11 @@ class SpacingRegistrationWebApp:
                     html.Div("{{ status }}", id="status", classes="text-body-2 mb-1")
                     v.VProgressLinear(v_if="busy", model_value=("progress",), indeterminate=("progress < 0",),
                                       height=6, classes="mb-2", id="progress")
-                    with v.VExpansionPanels(multiple=True, model_value=("panels", [0, 1, 2, 3])):
+                    with v.VExpansionPanels(multiple=True, model_value=("panels", [0, 1, 2, 3, 4])):
                         self._inputsPanel(v, html)
                         self._settingsPanel(v, html)
                         self._studyPanel(v, html)
+                        self._accuracyPanel(v, html)
                         self._advancedPanel(v, html)
             with layout.content:
                 with html.Div(style="height: 62vh; position: relative;", id="views"):
@@ -456,6 +518,24 @@ class SpacingRegistrationWebApp:
                                   id="study-progress")
                 html.Div("{{ study_status }}", id="study-status", classes="text-caption mt-1 sr-pre")
 
+    def _accuracyPanel(self, v, html):
+        with v.VExpansionPanel(title="Accuracy check"):
+            with v.VExpansionPanelText():
+                html.Div("Deforms the fixed volume by a known deformation, registers it back with your settings and "
+                         "alternatives, and ranks them by their error against the truth.", classes="text-caption")
+                v.VTextField(label="seeds per candidate", v_model=("accuracy_seeds",), type="number", min=1,
+                             density="compact", id="accuracy-seeds")
+                v.VBtn("{{ accuracy_busy ? 'Cancel check' : 'Check accuracy' }}", click=self.onCheckAccuracy,
+                       id="check-accuracy", size="small", color=("accuracy_busy ? 'warning' : 'primary'",))
+                v.VProgressLinear(v_if="accuracy_busy", model_value=("accuracy_progress",), height=6, classes="mt-2",
+                                  id="accuracy-progress")
+                html.Div("{{ accuracy_status }}", id="accuracy-status", classes="text-caption mt-1 sr-pre")
+                with html.Div(v_if="recommendation_items.length", classes="mt-2"):
+                    v.VSelect(label="recommendation", v_model=("recommendation_index",),
+                              items=("recommendation_items",), density="compact", id="recommendation-select")
+                    v.VBtn("Apply recommendation", click=self.onApplyRecommendation, id="apply-recommendation",
+                           size="small", disabled=("accuracy_busy",))
+
     def _advancedPanel(self, v, html):
         with v.VExpansionPanel(title="Advanced"):
             with v.VExpansionPanelText():
@@ -463,6 +543,16 @@ class SpacingRegistrationWebApp:
                             rows=3, density="compact", id="advanced-json",
                             placeholder='{"histogramBins": 32, "optimizer": "lbfgsb", "numberOfThreads": 1}')
                 html.Div("Parameter names: " + ", ".join(sorted(parameters.SETTING_PARAMETERS)), classes="text-caption")
+
+    @staticmethod
+    def _resultTable(v, html, title, name, table, link, text):
+        """A heading, the table of state variables ``table`` (rows, headers) with id ``<name>-table``, a link to the
+        served page (text, url variable) and a text; the ids follow ``name``."""
+        html.H3(title)
+        v.VDataTable(items=(table[0],), headers=(table[1],), density="compact", items_per_page=-1,
+                     id=f"{name}-table", hide_default_footer=True)
+        html.A(link[0], href=(link[1],), target="_blank", id=f"{name}-link", v_if=link[1])
+        html.Div(f"{{{{ {text} }}}}", classes="sr-pre mt-2", id=f"{name}-text")
 
     def _resultsArea(self, v, html):
         with html.Div(classes="pa-3", id="results"):
@@ -472,13 +562,14 @@ class SpacingRegistrationWebApp:
                                                             "{title: 'Value', key: 'value'}]",),
                              density="compact", items_per_page=-1, id="diagnosis-table", hide_default_footer=True)
                 html.Div("{{ warnings_text }}", classes="sr-pre text-warning")
+            with html.Div(v_if="accuracy_rows.length", id="accuracy-results"):
+                self._resultTable(v, html, "Accuracy check: candidates ranked by their error against a known "
+                                  "deformation", "accuracy", ("accuracy_rows", "accuracy_headers"),
+                                  ("Open the ranking page", "accuracy_url"), "advice_text")
             with html.Div(v_if="study_groups.length", id="study-results"):
-                html.H3("Study per spacing and mode")
-                v.VDataTable(items=("study_groups",), headers=("study_group_headers",), density="compact",
-                             items_per_page=-1, id="study-groups-table", hide_default_footer=True)
-                html.A("Open the report", href=("report_url",), target="_blank", id="report-link",
-                       v_if="report_url")
-                html.Div("{{ study_statements }}", classes="sr-pre mt-2")
+                self._resultTable(v, html, "Study per spacing and mode", "study-groups",
+                                  ("study_groups", "study_group_headers"), ("Open the report", "report_url"),
+                                  "study_statements")
                 with html.Div(classes="d-flex flex-wrap ga-2 mt-2"):
                     html.Div(v_for="(plot, i) in plots", key="i", v_html="plot", classes="sr-svg",
                              )

@@ -273,7 +273,7 @@ class WebFrontEndTest(unittest.TestCase):
         self.assertEqual(len(self.driver.find_elements(By.CSS_SELECTOR, "#study-runs-table tbody tr")), 4)
         self.assertIn("4 runs", self._text("study-status"))
         self.assertGreaterEqual(len(self.driver.find_elements(By.CSS_SELECTOR, "#study-results .sr-svg svg")), 1)
-        link = self._byId("report-link").get_attribute("href")
+        link = self._byId("study-groups-link").get_attribute("href")
         self.assertTrue(link.startswith(self.url), link)
         page = urllib.request.urlopen(link, timeout=10).read().decode("utf-8", "replace")
         self.assertIn("<svg", page)
@@ -289,6 +289,35 @@ class WebFrontEndTest(unittest.TestCase):
         self.driver.execute_script("arguments[0].scrollIntoView(true);", results)
         time.sleep(0.5)
         self.driver.save_screenshot(str(self.shots / "web_results.png"))
+
+    def test_4_accuracy_check_ranks_and_a_recommendation_sets_the_form(self):
+        self._type("accuracy-seeds", "1")
+        time.sleep(0.5)  # the typed value reaches the server's state before the click's trigger does
+        self._byId("check-accuracy").click()
+        self._waitFor(lambda: self.driver.find_elements(By.CSS_SELECTOR, "#accuracy-table tbody tr"),
+                      STUDY_SECONDS, "the accuracy ranking")
+        self.assertFalse(self._error())
+        self.assertIn("candidates ranked", self._text("accuracy-status"))
+        rows = [row.text for row in self.driver.find_elements(By.CSS_SELECTOR, "#accuracy-table tbody tr")]
+        self.assertGreaterEqual(len(rows), 2)
+        self.assertTrue(rows[0].startswith("1"), rows)
+        self.assertEqual(sum("yours" in row for row in rows), 1, rows)
+        page = urllib.request.urlopen(self._byId("accuracy-link").get_attribute("href"), timeout=10).read()
+        self.assertIn(b"<svg", page)
+        self.assertTrue(self._text("accuracy-text").startswith("- "))
+
+        def form():  # every field of the drawer: the settings form and the advanced JSON
+            return [(e.get_attribute("id"), e.get_attribute("value"), e.is_selected())
+                    for e in self.driver.find_elements(By.CSS_SELECTOR, ".v-navigation-drawer input, "
+                                                                        ".v-navigation-drawer textarea")]
+
+        before = form()
+        self._byId("apply-recommendation").click()
+        self._waitFor(lambda: self._text("status").startswith("Applied: "), 10, "the recommendation applied")
+        self.assertFalse(self._error())
+        time.sleep(0.5)
+        self.assertNotEqual(form(), before)
+        self.driver.save_screenshot(str(self.shots / "web_accuracy.png"))
 
 
 if __name__ == "__main__":
