@@ -16,6 +16,7 @@ import SimpleITK as sitk  # noqa: E402
 import testdata  # noqa: E402,F401  (puts the library on the path)
 
 from SpacingRegistrationLib import cli, initial_transforms, masks, registration  # noqa: E402
+from SpacingRegistrationLib.describe import describe_result  # noqa: E402
 from SpacingRegistrationLib.images import InputImageError  # noqa: E402
 from SpacingRegistrationLib.settings import RegistrationSettings  # noqa: E402
 
@@ -108,6 +109,8 @@ class InitialTransformTest(unittest.TestCase):
         moving, truth = affine_pair()
         result = registration.run(FIXED, moving, SETTINGS, initial_transform=truth, truth=truth)
         self.assertEqual(result.mapping.GetName(), "CompositeTransform")
+        self.assertEqual(result.summary()["initial_transform"], "AffineTransform")
+        self.assertIn("initial transform: AffineTransform composed before the BSpline", describe_result(result))
         self.assertLess(result.error.recovered.mean_voxels, 0.2 * result.error.identity.mean_voxels)
         self.assertLess(result.error.recovered.mean_voxels, 0.3)
         point = (10.0, 20.0, 30.0)
@@ -152,6 +155,8 @@ class PyramidTest(unittest.TestCase):
         self.assertEqual(sum(map(sum, pyramid.iterations_per_level)), len(pyramid.trace))
         self.assertFalse(np.array_equal(single.coefficients_mm, pyramid.coefficients_mm))
         self.assertEqual(pyramid.summary()["iterations_per_level"], pyramid.iterations_per_level)
+        self.assertIn("level 1 (shrink 1, sigma 0 voxels)", describe_result(pyramid))
+        self.assertNotIn("pyramid", describe_result(single))
 
     def test_pyramid_settings_are_validated_with_one_clear_error(self):
         from SpacingRegistrationLib.settings import SettingsError

@@ -28,6 +28,22 @@ def describe_grid(geometry: GridGeometry) -> str:
     return "\n".join(lines)
 
 
+def _inputs_lines(result: RegistrationResult) -> list[str]:
+    """The pyramid's iterations per level, the mask and the initial transform, when used."""
+    s = result.settings
+    lines = []
+    if len(s.shrink_factors) > 1 or s.shrink_factors != (1,) or any(s.smoothing_sigmas):
+        levels = "; ".join(f"level {n} (shrink {f}, sigma {g:g} voxels): {runs}" for n, (f, g, runs) in
+                           enumerate(zip(s.shrink_factors, s.smoothing_sigmas, result.iterations_per_level)))
+        lines.append(f"  pyramid, iterations per libLBFGS run by level: {levels} (the line above is the last level)")
+    if result.masked:
+        lines.append("  fixed-image mask: the metric and the statistics below use its voxels only")
+    if result.initial_transform is not None:
+        lines.append(f"  initial transform: {result.initial_transform.GetName()} composed before the BSpline; "
+                     "displacement, plausibility and error describe the whole mapping")
+    return lines
+
+
 def describe_result(result: RegistrationResult) -> str:
     """The diagnosis: what ran, how it stopped, what moved, and the warnings that apply."""
     s = result.settings
@@ -38,6 +54,7 @@ def describe_result(result: RegistrationResult) -> str:
         f"  spacing {_vector(result.spacing)} mm, mode: {mode}, optimizer {s.optimizer}, scales {s.scales_estimator}, "
         f"sampling {s.sampling_strategy} {s.sampling_percentage:g} % seed {s.sampling_seed}",
         f"  iterations per libLBFGS run: {result.iterations_per_run} (total {sum(result.iterations_per_run)})",
+        *_inputs_lines(result),
         f"  stop: {STOP_REASON_TEXT[result.stop_reason]} - '{result.stop_description}'",
         f"  moved: {result.moved}; largest coefficient {abs(result.coefficients_voxels).max():.4g} voxels "
         f"({abs(result.coefficients_mm).max():.4g} mm)",

@@ -19,18 +19,17 @@ import numpy as np
 import SimpleITK as sitk
 
 from .settings import RegistrationSettings
-from .transform_files import read_transform
+from .transform_files import TransformFileError, read_transform
 
 
 def load(value) -> sitk.Transform:
     """A transform from a file path (read with the whole-file checks) or a ``sitk.Transform`` (copied)."""
     if isinstance(value, (str, Path)):
-        return read_transform(value, "initial transform")
+        return read_transform(value, "initial transform").Downcast()
     if isinstance(value, sitk.Transform):
         if value.GetDimension() != 3:
-            from .transform_files import TransformFileError
             raise TransformFileError(f"the initial transform is {value.GetDimension()}D; the images are 3D")
-        return sitk.Transform(value)
+        return sitk.Transform(value).Downcast()  # a copy, keeping its concrete type (the summary names it)
     raise TypeError(f"an initial transform is a file or a SimpleITK transform, not {type(value).__name__}")
 
 
