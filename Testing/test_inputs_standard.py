@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
-import testdata  # noqa: E402,F401  (puts the library on the path)
+import testdata  # noqa: E402  (puts the library on the path)
 
 from SpacingRegistrationLib import cli, initial_transforms, masks, registration  # noqa: E402
 from SpacingRegistrationLib.describe import describe_result  # noqa: E402
@@ -21,6 +21,7 @@ from SpacingRegistrationLib.images import InputImageError  # noqa: E402
 from SpacingRegistrationLib.settings import RegistrationSettings  # noqa: E402
 
 SIZE = 28
+GATE = testdata.SHARED_DATA / "mouse_fdg_pet_gate_T.nrrd"
 #: Dense metric, no scales estimator, a few iterations: cheap and deterministic.
 SETTINGS = RegistrationSettings(scales_estimator="none", sampling_strategy="none",
                                 reproducible=True).replace(lbfgs2={"number_of_iterations": 20})
@@ -167,6 +168,34 @@ class PyramidTest(unittest.TestCase):
             with self.subTest(changes=changes), self.assertRaisesRegex(SettingsError, expected):
                 SETTINGS.replace(**changes)
         self.assertEqual(RegistrationSettings().shrink_factors, (1,))  # the reported set-up: one level
+
+
+@unittest.skipUnless(GATE.is_file(), f"the real mouse PET gate is not at {GATE}")
+class RealGateTest(unittest.TestCase):
+    """The real mouse FDG PET gate: a crop on an oblique, anisotropic grid, and a mask drawn on the whole image."""
+
+    def test_mask_of_the_whole_image_lands_on_the_crop_voxel_for_voxel(self):
+        whole = sitk.ReadImage(str(GATE))
+        body = whole > float(np.percentile(sitk.GetArrayViewFromImage(whole), 70))
+        crop = whole[8:32, 8:32, 8:32]
+        on_crop = sitk.GetArrayFromImage(masks.fixed_mask(body, crop))
+        self.assertTrue(np.array_equal(on_crop, sitk.GetArrayFromImage(body[8:32, 8:32, 8:32]).astype(bool)))
+
+    def test_initial_transform_on_an_oblique_grid_in_override_and_normalised_units(self):
+        fixed = sitk.ReadImage(str(GATE))[8:32, 6:34, 10:30]
+        fixed.SetSpacing((0.8, 1.1, 1.6))
+        fixed.SetOrigin((-7.0, 3.0, 11.0))
+        angle = 0.3
+        fixed.SetDirection((np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, 1.0))
+        centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed.GetSize()])
+        warp = sitk.Euler3DTransform(centre, 0.02, -0.03, 0.05, (1.0, -1.5, 2.0))
+        moving = sitk.Resample(fixed, fixed, warp, sitk.sitkLinear, 0.0)
+        truth = warp.GetInverse()
+        fast = SETTINGS.replace(lbfgs2={"number_of_iterations": 3})
+        for changes in ({"spacing_override": 1.0}, {"normalised_units": True}):
+            with self.subTest(**changes):
+                result = registration.run(fixed, moving, fast.replace(**changes), initial_transform=truth, truth=truth)
+                self.assertLess(result.error.recovered.mean_voxels, 0.25 * result.error.identity.mean_voxels)
 
 
 class CommandLineTest(unittest.TestCase):
