@@ -243,6 +243,29 @@ class CommandLineTest(unittest.TestCase):
         levels = {row.split(",")[-1] for row in (output / "trace.csv").read_text().splitlines()[1:]}
         self.assertEqual(levels, {"0", "1"})
 
+    def test_study_stores_the_mask_and_every_run_uses_it(self):
+        study = self.folder / "study"
+        common = ("study", "--fixed", self.fixed, "--moving", self.moving, "--output", study, "--spacings", "1",
+                  "--repeats", "1", "--modes", "native-reproducible", "--executor", "sequential",
+                  "--scales-estimator", "none", "--sampling-strategy", "none", "--lbfgs2-number-of-iterations", "2")
+        status, _out, err = run_cli(*common, "--mask", self.mask)
+        self.assertEqual(status, 0, err)
+        self.assertIn("mask", json.loads((study / "study.json").read_text())["inputs"])
+        stored = sitk.ReadImage(str(study / "inputs" / "mask.nrrd"))
+        self.assertTrue(np.array_equal(sitk.GetArrayFromImage(stored), ball((14, 14, 14), 10).astype(np.uint8)))
+        rows = [json.loads(line) for line in (study / "runs.jsonl").read_text().splitlines()]
+        self.assertTrue(rows and all(row["summary"]["masked"] for row in rows))
+        status, out, err = run_cli(*common)  # resuming need not name the mask again
+        self.assertEqual(status, 0, err)
+        self.assertIn("0 run(s) done now, 1 already finished", out)
+        other = self.folder / "other_mask.nrrd"
+        mask = sitk.GetImageFromArray(ball((10, 14, 14), 5).astype(np.uint8))
+        mask.CopyInformation(FIXED)
+        sitk.WriteImage(mask, str(other))
+        status, _out, err = run_cli(*common, "--mask", other)
+        self.assertEqual(status, 2)
+        self.assertIn("different study", err)
+
     def test_bad_inputs_give_one_line_and_status_2(self):
         empty = self.folder / "empty_mask.nrrd"
         sitk.WriteImage(sitk.Image([SIZE] * 3, sitk.sitkUInt8), str(empty))

@@ -248,10 +248,10 @@ def study_spec_from_arguments(arguments) -> StudySpec:
 
 
 def _run_and_report(spec: StudySpec, fixed, moving, output: Path, executor: str, workers, scheduler,
-                    truth=None) -> int:
+                    truth=None, mask=None) -> int:
     with _cancel_on_interrupt() as cancel:
         outcome = run_study(spec, fixed, moving, output, executor=executor, workers=workers, scheduler=scheduler,
-                            progress=_print_study_progress, cancel=cancel, truth=truth)
+                            progress=_print_study_progress, cancel=cancel, truth=truth, mask=mask)
     print(file=sys.stderr)
     store = outcome.store
     print(f"{len(outcome.completed)} run(s) done now, {len(outcome.skipped)} already finished, "
@@ -268,7 +268,7 @@ def _run_and_report(spec: StudySpec, fixed, moving, output: Path, executor: str,
 
 
 def _write_study_report(store, folder: Path, truth=None):
-    analysis = analyse(store, output=folder / "spread_maps", truth=truth)
+    analysis = analyse(store, output=folder / "spread_maps", mask=store.mask_array(), truth=truth)
     paths = write_report(store, analysis, folder)
     print("Diagnosis:")
     for statement in analysis.statements:
@@ -285,7 +285,7 @@ def _write_study_report(store, folder: Path, truth=None):
 def command_study(arguments) -> int:
     spec = study_spec_from_arguments(arguments)
     return _run_and_report(spec, arguments.fixed, arguments.moving, arguments.output, arguments.executor,
-                           arguments.workers, arguments.scheduler, arguments.truth)
+                           arguments.workers, arguments.scheduler, arguments.truth, arguments.mask)
 
 
 def command_report(arguments) -> int:
@@ -482,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--moving", type=Path, required=True, help="moving image file")
     study.add_argument("--output", type=Path, required=True, help="study folder (resumed if it holds this study)")
     study.add_argument("--truth", type=Path, help=TRUTH_HELP + ", stored with the study")
+    study.add_argument("--mask", type=Path, help="fixed-image mask for every run's metric and statistics, stored "
+                       "with the study (a resume need not name it again)")
     add_study_arguments(study)
     add_settings_arguments(study)
     study.set_defaults(handler=command_study)

@@ -5,6 +5,7 @@ Layout::
     study.json               the specification and a fingerprint of the input images
     inputs/fixed.nrrd, inputs/moving.nrrd
     inputs/truth.nrrd        the known deformation on the fixed grid, when the study has one
+    inputs/mask.nrrd         the fixed-image mask (0/1 on the fixed grid) of every run, when the study has one
     runs.jsonl               one row per finished run (appended whole, fsync'ed)
     transforms/<run_id>.tfm  the run's BSpline (written to a temporary name, then renamed)
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from . import masks
 from .images import InputImageError, read_image
 from .safe_writes import write_transform
 from .settings import SettingsError, to_dict
@@ -91,6 +93,14 @@ class StudyStore:
         """The study's known deformation on ``fixed`` (its fixed image), or None."""
         return load_truth(self.truth_path, fixed) if self.truth_path.is_file() else None
 
+    @property
+    def mask_path(self) -> Path:
+        return self.folder / "inputs" / "mask.nrrd"
+
+    def mask_array(self) -> np.ndarray | None:
+        """The study's fixed-image mask (numpy order, boolean), or None: the analysis' statistics use it."""
+        return masks.as_array(read_image(self.mask_path, "study mask")) if self.mask_path.is_file() else None
+
     def transform_path(self, run_id: str) -> Path:
         return self.folder / "transforms" / f"{run_id}.tfm"
 
@@ -132,8 +142,12 @@ class StudyStore:
         return [run for run in self.spec.runs() if run.run_id not in self.rows]
 
 
-def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Image, truth=None) -> StudyStore:
-    """Start a study in ``folder``, or reopen it to resume: the same study (spec, images and truth) only.
+def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Image, truth=None,
+                   mask=None) -> StudyStore:
+    """Start a study in ``folder``, or reopen it to resume: the same study (spec, images, truth and mask) only.
+
+    ``mask`` (a fixed-image mask, see :func:`masks.fixed_mask`) is stored on the fixed grid beside the inputs;
+    every run's metric and statistics use it.
 
     ``truth`` (a known deformation: file, transform, displacement image or :class:`truth.Truth`) is stored
     on the fixed grid beside the inputs.
@@ -143,16 +157,21 @@ def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Imag
     truth_image = None if truth is None else as_truth(truth, fixed).as_image()
     if truth_image is not None:
         fingerprint["truth"] = image_fingerprint(truth_image)
+    mask_image = None if mask is None else masks.fixed_mask(mask, fixed)
+    if mask_image is not None:
+        fingerprint["mask"] = image_fingerprint(mask_image)
     description = {"spec": spec.to_dict(), "inputs": fingerprint}
     study_file = folder / "study.json"
     if study_file.is_file():
         existing = _read_study_file(study_file)
         if truth is None and isinstance(existing.get("inputs"), dict) and "truth" in existing["inputs"]:
             description["inputs"]["truth"] = existing["inputs"]["truth"]  # resuming need not name the truth again
+        if mask is None and isinstance(existing.get("inputs"), dict) and "mask" in existing["inputs"]:
+            description["inputs"]["mask"] = existing["inputs"]["mask"]  # nor the mask
         if existing != description:
-            raise StudyFolderError(f"{folder} holds a different study (other settings, images or truth); "
+            raise StudyFolderError(f"{folder} holds a different study (other settings, images, truth or mask); "
                                    "choose another output folder")
-        return _load(folder, spec, existing["inputs"], {"fixed": fixed, "moving": moving})
+        return _load(folder, spec, existing["inputs"], {"fixed": fixed, "moving": moving, "mask": mask_image})
     if folder.exists() and any(folder.iterdir()):
         raise StudyFolderError(f"{folder} is not empty and holds no study; choose an empty or new folder")
     try:
@@ -164,6 +183,9 @@ def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Imag
         if truth_image is not None:
             _write_atomically(store.truth_path, lambda p: sitk.WriteImage(truth_image, str(p), useCompression=True,
                                                                            imageIO="NrrdImageIO"))
+        if mask_image is not None:
+            _write_atomically(store.mask_path, lambda p: sitk.WriteImage(mask_image, str(p), useCompression=True,
+                                                                          imageIO="NrrdImageIO"))
         _write_atomically(study_file, lambda p: p.write_text(json.dumps(description, indent=2)))
     except OSError as error:
         raise StudyFolderError(f"cannot write the study to {folder}: {error.strerror or error}") from None
