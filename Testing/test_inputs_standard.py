@@ -243,6 +243,25 @@ class CommandLineTest(unittest.TestCase):
         levels = {row.split(",")[-1] for row in (output / "trace.csv").read_text().splitlines()[1:]}
         self.assertEqual(levels, {"0", "1"})
 
+    def test_composite_initial_transform_in_override_mode_is_saved_whole(self):
+        """An .h5 composite, conjugated into the spacing override's units: nested composites are flattened."""
+        initial = self.folder / "initial.h5"
+        sitk.WriteTransform(sitk.CompositeTransform([self.truth]), str(initial))
+        output = self.folder / "override"
+        status, _out, err = run_cli("register", "--fixed", self.fixed, "--moving", self.moving, "--quiet",
+                                    "--initial-transform", initial, "--spacing-override", "1", "--output", output,
+                                    "--scales-estimator", "none", "--lbfgs2-number-of-iterations", "2")
+        self.assertEqual(status, 0, err)
+        whole = sitk.ReadTransform(str(output / "transform.tfm"))
+        bspline = sitk.ReadTransform(str(output / "bspline.tfm"))
+        # In the override's units (spacing 1 instead of 2, same origin): x' = o + (x - o) / 2.
+        origin = np.asarray(FIXED.GetOrigin())
+        native = np.array([10.0, 20.0, 30.0])
+        override = origin + (native - origin) / 2
+        expected = origin + (np.asarray(self.truth.TransformPoint(
+            origin + 2 * (np.asarray(bspline.TransformPoint(override.tolist())) - origin))) - origin) / 2
+        self.assertTrue(np.allclose(whole.TransformPoint(override.tolist()), expected, atol=1e-9))
+
     def test_study_stores_the_mask_and_every_run_uses_it(self):
         study = self.folder / "study"
         common = ("study", "--fixed", self.fixed, "--moving", self.moving, "--output", study, "--spacings", "1",

@@ -69,7 +69,11 @@ def work_spaces(initial: sitk.Transform, fixed: sitk.Image, settings: Registrati
 
 
 def whole_mapping(initial: sitk.Transform | None, bspline: sitk.BSplineTransform) -> sitk.Transform:
-    """The whole fixed-to-moving mapping ``initial(bspline(x))`` (the BSpline alone without an initial transform)."""
+    """The whole fixed-to-moving mapping ``initial(bspline(x))`` (the BSpline alone without an initial transform),
+    flattened: ITK's text transform files cannot hold a composite inside a composite (a converted or ``.h5``
+    composite initial transform is one)."""
     if initial is None:
         return bspline
-    return sitk.CompositeTransform([initial, bspline])
+    mapping = sitk.CompositeTransform([initial, bspline])
+    mapping.FlattenTransform()
+    return mapping
