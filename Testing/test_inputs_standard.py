@@ -17,8 +17,10 @@ import testdata  # noqa: E402  (puts the library on the path)
 
 from SpacingRegistrationLib import cli, initial_transforms, masks, registration  # noqa: E402
 from SpacingRegistrationLib.describe import describe_result  # noqa: E402
+from SpacingRegistrationLib.diagnosis_rows import diagnosis_rows  # noqa: E402
 from SpacingRegistrationLib.images import InputImageError  # noqa: E402
 from SpacingRegistrationLib.settings import RegistrationSettings  # noqa: E402
+from SpacingRegistrationLib.variability import total_iterations  # noqa: E402
 
 SIZE = 28
 GATE = testdata.SHARED_DATA / "mouse_fdg_pet_gate_T.nrrd"
@@ -158,6 +160,8 @@ class PyramidTest(unittest.TestCase):
         self.assertEqual(pyramid.summary()["iterations_per_level"], pyramid.iterations_per_level)
         self.assertIn("level 1 (shrink 1, sigma 0 voxels)", describe_result(pyramid))
         self.assertNotIn("pyramid", describe_result(single))
+        self.assertEqual(total_iterations(pyramid.summary()), len(pyramid.trace))  # study reports count every level
+        self.assertIn(("iterations per level", str(pyramid.iterations_per_level)), diagnosis_rows(pyramid))
 
     def test_pyramid_settings_are_validated_with_one_clear_error(self):
         from SpacingRegistrationLib.settings import SettingsError

@@ -39,6 +39,7 @@ def diagnosis_rows(result) -> list:
                      f"{'wall clock' if s.sampling_seed is None else s.sampling_seed}"),
         ("mesh size", str(list(result.grid.mesh_size))),
         ("iterations per libLBFGS run", f"{result.iterations_per_run} (total {sum(result.iterations_per_run)})"),
+        *([("iterations per level", str(result.iterations_per_level))] if len(result.iterations_per_level) > 1 else []),
         ("stop reason", STOP_REASON_TEXT.get(result.stop_reason, result.stop_reason)),
         ("stop description", result.stop_description),
         ("moved", str(result.moved)),

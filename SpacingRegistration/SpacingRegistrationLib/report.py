@@ -13,7 +13,7 @@ from . import svg
 from .grid import grid_geometry
 from .images import read_image, with_spacing
 from .study_store import StudyStore
-from .variability import StudyAnalysis
+from .variability import StudyAnalysis, total_iterations
 
 RUN_COLUMNS = ("run_id", "mode", "spacing", "repeat", "seed", "moved", "stop_reason", "iterations_per_run",
                "iterations", "metric_reported", "metric_reevaluated", "max_coefficient_voxels",
@@ -56,7 +56,7 @@ def run_record(row: dict, error: dict | None = None) -> dict:
     return {
         "run_id": row["run_id"], "mode": row["mode"], "spacing": row["spacing"], "repeat": row["repeat"],
         "seed": row["seed"], "moved": summary["moved"], "stop_reason": summary["stop_reason"],
-        "iterations_per_run": summary["iterations_per_run"], "iterations": sum(summary["iterations_per_run"]),
+        "iterations_per_run": summary["iterations_per_run"], "iterations": total_iterations(summary),
         "metric_reported": summary["metric_reported"], "metric_reevaluated": summary["metric_reevaluated"],
         "max_coefficient_voxels": summary["max_coefficient_voxels"],
         "max_displacement_voxels": plausibility.get("max_displacement_voxels"),

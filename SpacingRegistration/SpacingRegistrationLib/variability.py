@@ -113,6 +113,11 @@ def analyse(store: StudyStore, output: Path | None = None, mask: np.ndarray | No
     return analysis
 
 
+def total_iterations(summary: dict) -> int:
+    """Iterations of a run summary over every pyramid level (``iterations_per_run`` holds the last level's)."""
+    return sum(map(sum, summary.get("iterations_per_level") or [summary["iterations_per_run"]]))
+
+
 def _group(store, fixed, mode, spacing, rows, output, mask, known: Truth | None, run_errors: dict):
     reference = with_spacing(fixed, spacing)
     transforms = [store.read_transform(row["run_id"]) for row in rows]
@@ -128,7 +133,7 @@ def _group(store, fixed, mode, spacing, rows, output, mask, known: Truth | None,
     # A probe the run's facts made unnecessary is absent or None.
     loads = [x["sufficient_decrease_load"] for x in lbfgs if x.get("sufficient_decrease_load") is not None]
     steps = [x["first_trial_step_voxels"] for x in lbfgs if x.get("first_trial_step_voxels") is not None]
-    totals = [sum(s["iterations_per_run"]) for s in summaries]
+    totals = [total_iterations(s) for s in summaries]
     group = GroupStatistics(
         mode=mode, spacing=spacing, runs=[row["run_id"] for row in rows], seeds=[row["seed"] for row in rows],
         work_units=sorted({s["threading"]["work_units"] or s["threading"]["global_default_threads"] for s in summaries}),
