@@ -173,6 +173,18 @@ class PyramidTest(unittest.TestCase):
                 SETTINGS.replace(**changes)
         self.assertEqual(RegistrationSettings().shrink_factors, (1,))  # the reported set-up: one level
 
+    def test_panel_parameters_hold_one_number_per_level_as_text(self):
+        from SpacingRegistrationLib import parameters
+        from SpacingRegistrationLib.settings import SettingsError
+        values = parameters.parameter_values_from_settings(SETTINGS.replace(shrink_factors=[4, 2, 1],
+                                                                            smoothing_sigmas=[2.0, 1.0, 0.0]))
+        self.assertEqual((values["shrinkFactors"], values["smoothingSigmas"]), ("4, 2, 1", "2, 1, 0"))
+        settings = parameters.settings_from_parameter_values({**values, "shrinkFactors": "2 1",
+                                                              "smoothingSigmas": "1.5, 0"})
+        self.assertEqual((settings.shrink_factors, settings.smoothing_sigmas), ((2, 1), (1.5, 0.0)))
+        with self.assertRaisesRegex(SettingsError, "shrinkFactors .*whole numbers"):
+            parameters.settings_from_parameter_values({**values, "shrinkFactors": "2, 1.5"})
+
 
 @unittest.skipUnless(GATE.is_file(), f"the real mouse PET gate is not at {GATE}")
 class RealGateTest(unittest.TestCase):

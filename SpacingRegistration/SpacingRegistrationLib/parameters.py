@@ -145,7 +145,8 @@ def _parse_levels(name: str, path: str, text) -> list:
         return [kind(p) for p in parts]
     except ValueError:
         what = "whole numbers" if kind is int else "numbers"
-        raise SettingsError(f"{name} ({path}) must be {what} separated by commas, one per level, got {text!r}") from None
+        raise SettingsError(f"{name} ({path}) must be {what} separated by commas, one per level, "
+                            f"got {text!r}") from None
 
 
 def _set_path(values: dict, path: str, value):
