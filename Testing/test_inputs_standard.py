@@ -163,6 +163,14 @@ class PyramidTest(unittest.TestCase):
         self.assertEqual(total_iterations(pyramid.summary()), len(pyramid.trace))  # study reports count every level
         self.assertIn(("iterations per level", str(pyramid.iterations_per_level)), diagnosis_rows(pyramid))
 
+    def test_metric_is_re_evaluated_at_the_last_level(self):
+        """A last level that is shrunk and smoothed: the re-evaluation uses it, so no false 'reported metric is not
+        the value at the returned transform' warning."""
+        result = registration.run(FIXED, MOVING, SETTINGS.replace(shrink_factors=[2, 2], smoothing_sigmas=[1.0, 1.0],
+                                                                  lbfgs2={"number_of_iterations": 3}))
+        self.assertEqual(result.metric_reported, result.metric_reevaluated)
+        self.assertFalse([w for w in result.warnings if w.startswith("The reported metric")])
+
     def test_pyramid_settings_are_validated_with_one_clear_error(self):
         from SpacingRegistrationLib.settings import SettingsError
         for changes, expected in (({"shrink_factors": [2, 1]}, "one value per level"),

@@ -26,12 +26,22 @@ class MetricInputs:
 
     fixed_mask: sitk.Image | None = None
     moving_initial: sitk.Transform | None = None
+    #: (shrink factor, smoothing sigma in voxels) of the pyramid level the probes evaluate; None: full resolution.
+    #: The run's own probes use its last level, so the re-evaluated metric is comparable with the reported one.
+    level: tuple[int, float] | None = None
 
     def apply(self, method: sitk.ImageRegistrationMethod):
+        """Set the mask and the initial transform on ``method`` (not the level: the run sets its own pyramid)."""
         if self.fixed_mask is not None:
             method.SetMetricFixedMask(self.fixed_mask)
         if self.moving_initial is not None:
             method.SetMovingInitialTransform(self.moving_initial)
+
+    def apply_level(self, method: sitk.ImageRegistrationMethod):
+        if self.level is not None and self.level != (1, 0.0):
+            method.SetShrinkFactorsPerLevel([int(self.level[0])])
+            method.SetSmoothingSigmasPerLevel([float(self.level[1])])
+            method.SetSmoothingSigmasAreSpecifiedInPhysicalUnits(False)
 
 
 #: The fixed sample set of the plausibility check: REGULAR sampling of this percentage with this seed, the same
@@ -60,6 +70,7 @@ def _probe(fixed, moving, transform, settings, learning_rate: float,
     method.SetInitialTransform(sitk.BSplineTransform(transform), inPlace=False)
     if inputs is not None:
         inputs.apply(method)
+        inputs.apply_level(method)
     seen = {}
     method.AddCommand(sitk.sitkIterationEvent,
                       lambda: seen.update(value=method.GetMetricValue(), position=method.GetOptimizerPosition()))

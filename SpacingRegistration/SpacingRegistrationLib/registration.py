@@ -178,7 +178,7 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
         result_initial, work_initial = initial_transforms.work_spaces(given_initial, native_fixed, settings, factor,
                                                                       origin)
     inputs = probes.MetricInputs(None if mask_image is None else masks.on_work_grid(mask_image, work_fixed),
-                                 work_initial)
+                                 work_initial, (settings.shrink_factors[-1], float(settings.smoothing_sigmas[-1])))
 
     initial = initial_bspline(work_fixed, settings)
     start_position = np.asarray(initial.GetParameters())
