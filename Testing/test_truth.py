@@ -156,10 +156,13 @@ class BadTruthTest(unittest.TestCase):
         garbage.write_text("not a transform\n")
         not_an_image = self.folder / "garbage.nrrd"
         not_an_image.write_bytes(b"\x00\x01 nothing")
-        return {"missing": (self.folder / "missing.nrrd", "not found"), "scalar": (scalar, "3 components"),
+        truncated = self.folder / "truncated.nii"  # ITK reads the missing voxels of a cut NIfTI as zeros
+        sitk.WriteImage(sitk.Image([8, 8, 8], sitk.sitkVectorFloat64, 3), str(truncated))
+        truncated.write_bytes(truncated.read_bytes()[:-100])
+        return {"truncated image": (truncated, "truncated"), "missing": (self.folder / "missing.nrrd", "not found"), "scalar": (scalar, "3 components"),
                 "2D image": (two_d, "2D image"), "2 components": (two_components, "3 components"),
-                "2D transform": (transform_2d, "2D transform"), "garbage transform": (garbage, "as a transform"),
-                "garbage image": (not_an_image, "could not be read")}
+                "2D transform": (transform_2d, "2D transform"), "garbage transform": (garbage, "not an ITK transform file"),
+                "garbage image": (not_an_image, "is not an NRRD file")}
 
     def test_bad_truth_files(self):
         for name, (path, words) in self.bad_truths().items():

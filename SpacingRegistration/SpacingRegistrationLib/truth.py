@@ -19,7 +19,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .displacement import displacement_array, field_statistics, to_voxel_units
-from .images import InputImageError
+from .images import InputImageError, read_image
+from .transform_files import read_transform
 
 #: File name endings read as transforms; anything else is read as a displacement image.
 TRANSFORM_SUFFIXES = (".tfm", ".txt", ".mat", ".h5", ".hdf5", ".xfm")
@@ -78,22 +79,19 @@ class RegistrationError:
 
 
 def load_truth(path, fixed: sitk.Image) -> Truth:
-    """Read a transform file or a displacement image and express it on ``fixed``'s grid."""
+    """Read a transform file or a displacement image (through the project's checked readers: a truncated or
+    damaged file is refused) and express it on ``fixed``'s grid."""
     path = Path(path)
     if not path.is_file():
         raise TruthError(f"truth file not found: {path}")
-    if path.name.lower().endswith(TRANSFORM_SUFFIXES):
-        try:
-            transform = sitk.ReadTransform(str(path))
-        except RuntimeError as error:
-            raise TruthError(f"truth file {path} could not be read as a transform ({_reason(error)})") from None
-        return truth_from_transform(transform, fixed, str(path))
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise TruthError(f"truth file {path} could not be read as a transform or a displacement image "
-                         f"({_reason(error)})") from None
-    return truth_from_image(image, fixed, str(path))
+        if path.name.lower().endswith(TRANSFORM_SUFFIXES):
+            return truth_from_transform(read_transform(path, "truth"), fixed, str(path))
+        return truth_from_image(read_image(path, "truth"), fixed, str(path))
+    except TruthError:
+        raise
+    except InputImageError as error:
+        raise TruthError(str(error)) from None
 
 
 def truth_from_transform(transform: sitk.Transform, fixed: sitk.Image, source: str = "transform") -> Truth:
@@ -190,8 +188,3 @@ def _checked(truth: Truth) -> Truth:
     if not np.isfinite(truth.field_mm).all():
         raise TruthError(f"truth {truth.source} has NaN or infinite displacements on the fixed grid")
     return truth
-
-
-def _reason(error: RuntimeError) -> str:
-    text = str(error).strip()
-    return text.splitlines()[-1] if text else "unknown reason"
