@@ -96,6 +96,7 @@ class SyntheticDeformationTest(unittest.TestCase):
             self.assertEqual({row["spacing"] for row in outcome.ranking}, {float(np.mean(image.GetSpacing()))})
             store = open_study(Path(folder) / "check" / "candidates" / "yours")  # its inputs survive the NRRD round trip
             self.assertEqual(len(store.rows), 1)
+            np.testing.assert_array_equal(store.mask_array(), mask)  # the candidate's metric ran on the mask too
             analysis = json.loads((store.folder / "report" / "analysis.json").read_text())["analysis"]
             self.assertEqual(analysis["truth"]["voxels"], int(mask.sum()))
 

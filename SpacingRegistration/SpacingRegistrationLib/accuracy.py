@@ -32,10 +32,10 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from . import svg
+from . import masks, svg
 from .displacement import displacement_array, minimum_jacobian_determinant, to_voxel_units
 from .grid import mesh_size_for
-from .images import InputImageError, check_image, read_image
+from .images import check_image, read_image
 from .settings import RegistrationSettings, SettingsError, from_dict, to_dict
 from .study_spec import StudySpec
 from .study_store import StudyFolderError, image_fingerprint, open_study
@@ -335,7 +335,8 @@ def check_accuracy(fixed, output, settings: RegistrationSettings | None = None, 
     """Run (or resume) the accuracy check of ``settings`` on the image ``fixed`` (image or file) into ``output``.
 
     ``candidates``: Candidate objects or names of default candidates (default: :func:`default_candidates`).
-    ``mask`` (image on the fixed grid, numpy bool array or file) restricts the error figures.
+    ``mask`` (image, numpy bool array or file; see :func:`masks.fixed_mask`) restricts the metric and the error
+    figures.
     ``progress(candidate, done, total, row)`` follows each finished run; ``cancel`` stops the check, keeping every
     finished run (running the same check again resumes it).
     """
@@ -351,7 +352,7 @@ def check_accuracy(fixed, output, settings: RegistrationSettings | None = None, 
     first_seed = user.sampling_seed if user.sampling_seed is not None else 1
     seeds = [first_seed + k for k in range(options.seeds)]
     specs = {c.name: candidate_spec(c, base, spacing, seeds) for c in chosen}  # validates every candidate first
-    mask_array = _mask_array(mask, image)
+    mask_image = None if mask is None else masks.fixed_mask(mask, image)
     folder = Path(output)
     description = {"options": asdict(options), "user_settings": to_dict(user), "spacing": spacing, "seeds": seeds,
                    "candidates": [{"name": c.name, "description": c.description, "changes": c.changes,
@@ -368,6 +369,7 @@ def check_accuracy(fixed, output, settings: RegistrationSettings | None = None, 
             break
         study = run_study(specs[candidate.name], fixed_image, moving_image, folder / "candidates" / candidate.name,
                           executor=executor, workers=workers, scheduler=scheduler, cancel=cancel, truth=truth,
+                          mask=mask_image,
                           progress=None if progress is None else
                           (lambda done, total, row, name=candidate.name: progress(name, done, total, row)))
         outcome.completed += [f"{candidate.name}/{r}" for r in study.completed]
@@ -376,29 +378,10 @@ def check_accuracy(fixed, output, settings: RegistrationSettings | None = None, 
             notes.append(f"candidate {candidate.name}: {len(study.failed)} run(s) failed "
                          f"({'; '.join(f'{k}: {v}' for k, v in study.failed.items())})")
     outcome.cancelled = cancel.is_set()
-    outcome.ranking = rank(folder, chosen, mask_array)
+    outcome.ranking = rank(folder, chosen, masks.as_array(mask_image))
     outcome.recommendations = advice.from_ranking(outcome.ranking)
     outcome.paths = write_outputs(folder, outcome, description)
     return outcome
-
-
-def _mask_array(mask, image: sitk.Image) -> np.ndarray | None:
-    if mask is None:
-        return None
-    if isinstance(mask, (str, Path)):
-        mask = read_image(mask, "mask")
-    if isinstance(mask, sitk.Image):
-        if mask.GetSize() != image.GetSize() or not np.allclose(mask.GetSpacing(), image.GetSpacing()) \
-                or not np.allclose(mask.GetOrigin(), image.GetOrigin(), atol=1e-4):
-            raise InputImageError("the mask must be on the fixed image's grid (same size, spacing and origin)")
-        mask = sitk.GetArrayFromImage(mask) > 0
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != tuple(reversed(image.GetSize())):
-        raise InputImageError(f"the mask's shape {mask.shape} differs from the fixed image's "
-                              f"{tuple(reversed(image.GetSize()))}")
-    if not mask.any():
-        raise InputImageError("the mask selects no voxel")
-    return mask
 
 
 def _open_or_create(folder: Path, description: dict, image: sitk.Image, options: CheckOptions, meshes):
