@@ -287,8 +287,9 @@ class AdviceFromStudyTest(unittest.TestCase):
                                 truth=truth_from_transform(pair.deformation, pair.fixed))
             analysis = analyse(outcome.store)
         found = advice.from_study(analysis)
+        best = min((g for g in analysis.groups if g.moved), key=lambda g: g.error["mean_voxels"])
+        self.assertLess(best.error["mean_voxels"], analysis.truth["identity"]["mean_voxels"])  # so: advice per group
         self.assertEqual(len(found), 3)
-        best = min(analysis.groups, key=lambda g: g.error["mean_voxels"])
         for recommendation in found:
             figures = recommendation.figures
             self.assertEqual((figures["best_mode"], figures["best_spacing"]), (best.mode, best.spacing))
@@ -301,6 +302,40 @@ class AdviceFromStudyTest(unittest.TestCase):
                 self.assertEqual(applied.spacing_override, best.spacing)
                 self.assertEqual(accuracy.mode_of(applied), best.mode)
                 self.assertIn(f"{figures['best_error_mean_voxels']:.3g}", recommendation.text)
+
+
+class AdviceFromHandMadeStudyTest(unittest.TestCase):
+    """A group that never moved is the identity: never the recommendation, and when nothing that moved beats
+    doing nothing the advice says so instead of recommending a configuration."""
+
+    @staticmethod
+    def _analysis(errors: dict, identity: float):
+        from types import SimpleNamespace
+
+        groups, run_errors = [], {}
+        for (mode, spacing), (mean, moved) in errors.items():
+            runs = [f"{mode}_s{spacing:g}_r{k}" for k in range(2)]
+            run_errors.update({run: {"recovered": {"mean_voxels": mean}} for run in runs})
+            groups.append(SimpleNamespace(mode=mode, spacing=spacing, runs=runs, moved=2 * moved,
+                                          error={"mean_voxels": mean}))
+        return SimpleNamespace(groups=groups, run_errors=run_errors, truth={"identity": {"mean_voxels": identity}})
+
+    def test_a_group_that_never_moved_is_not_recommended(self):
+        analysis = self._analysis({("native-default", 1.0): (2.49, True), ("native-default", 4.0): (1.67, True),
+                                   ("native-default", 10.0): (1.64, False)}, identity=1.64)
+        found = advice.from_study(analysis)
+        self.assertEqual([r.kind for r in found], ["warning"])
+        self.assertEqual(found[0].changes, {})
+        self.assertEqual((found[0].figures["best_spacing"], found[0].figures["identity_error_mean_voxels"]), (4.0, 1.64))
+        self.assertIn("does better than doing nothing", found[0].text)
+
+    def test_the_best_group_that_moved_is_recommended_over_the_identity(self):
+        analysis = self._analysis({("normalised-reproducible", 1.0): (0.6, True), ("native-default", 1.0): (1.2, True),
+                                   ("native-default", 10.0): (1.64, False)}, identity=1.64)
+        found = advice.from_study(analysis)
+        self.assertEqual([r.kind for r in found], ["recommended", "recommended"])
+        self.assertTrue(all(r.figures["best_mode"] == "normalised-reproducible" for r in found))
+        self.assertEqual(found[0].changes, {"spacing_override": 1.0, "normalised_units": True, "reproducible": True})
 
 
 class AdviceTest(unittest.TestCase):

@@ -276,7 +276,7 @@ class StudyTruthTest(unittest.TestCase):
 
     def test_diagnosis_names_the_lowest_error(self):
         statement = next(s for s in self.analysis.statements if s["kind"] == "accuracy")
-        best = min(self.analysis.groups, key=lambda g: g.error["mean_voxels"])
+        best = min((g for g in self.analysis.groups if g.moved), key=lambda g: g.error["mean_voxels"])
         self.assertEqual(statement["figures"]["mean_voxels"], best.error["mean_voxels"])
         self.assertEqual(statement["figures"]["identity_mean_voxels"], self.analysis.truth["identity"]["mean_voxels"])
         self.assertIn(f"{best.error['mean_voxels']:.3g} voxels", statement["text"])

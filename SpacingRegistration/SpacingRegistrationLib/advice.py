@@ -121,25 +121,36 @@ def _warnings(base: dict, ranking: list[dict]) -> list[Recommendation]:
 
 
 def from_study(analysis) -> list[Recommendation]:
-    """From a study with a known deformation: the (mode, spacing) with the lowest mean error over its repeats,
-    against every other group; groups within the tie threshold of it are negligible differences."""
+    """From a study with a known deformation: the (mode, spacing) that moved with the lowest mean error over its
+    repeats, against every other group; groups within the tie threshold of it are negligible differences. A group
+    that never moved is the identity, never a recommendation; when no group that moved beats doing nothing, the
+    advice is that warning alone."""
     groups = [g for g in analysis.groups if g.error is not None]
-    if len(groups) < 2:
+    moved = [g for g in groups if g.moved]
+    if len(groups) < 2 or not moved:
         return []
     spread = {id(g): float(np.std([analysis.run_errors[r]["recovered"]["mean_voxels"] for r in g.runs]))
               for g in groups}
-    ranked = sorted(groups, key=lambda g: g.error["mean_voxels"])
-    top = ranked[0]
+    top = min(moved, key=lambda g: g.error["mean_voxels"])
+    identity = analysis.truth["identity"]["mean_voxels"]
+    if top.error["mean_voxels"] >= identity - max(NEGLIGIBLE_VOXELS, spread[id(top)]):
+        return [Recommendation(
+            "warning", f"No configuration of this study that moved does better than doing nothing: the best, "
+            f"{top.mode} at spacing {top.spacing:g}, has mean error {top.error['mean_voxels']:.3g} voxels against "
+            f"{identity:.3g} for the identity. Compare other settings (sampling, mesh, estimator) with "
+            "`spacingreg accuracy`.", {},
+            {"best_mode": top.mode, "best_spacing": top.spacing, "best_error_mean_voxels": top.error["mean_voxels"],
+             "identity_error_mean_voxels": identity})]
     units, threads = top.mode.split("-")
     changes = {"spacing_override": top.spacing, "normalised_units": units == "normalised",
                "reproducible": threads == "reproducible"}
     advice = []
-    for group in ranked[1:]:
+    for group in sorted((g for g in groups if g is not top), key=lambda g: g.error["mean_voxels"]):
         threshold = max(NEGLIGIBLE_VOXELS, spread[id(top)], spread[id(group)])
         difference = group.error["mean_voxels"] - top.error["mean_voxels"]
         figures = {"best_mode": top.mode, "best_spacing": top.spacing, "best_error_mean_voxels": top.error["mean_voxels"],
                    "mode": group.mode, "spacing": group.spacing, "error_mean_voxels": group.error["mean_voxels"],
-                   "threshold_voxels": threshold}
+                   "threshold_voxels": threshold, "identity_error_mean_voxels": identity}
         if difference <= threshold:
             advice.append(Recommendation("negligible", f"{group.mode} at spacing {group.spacing:g} is as good as "
                                          f"{top.mode} at {top.spacing:g}: mean error {group.error['mean_voxels']:.3g} "
@@ -148,8 +159,8 @@ def from_study(analysis) -> list[Recommendation]:
         else:
             advice.append(Recommendation("recommended", f"Use {top.mode} at spacing {top.spacing:g} rather than "
                                          f"{group.mode} at {group.spacing:g}: mean error "
-                                         f"{top.error['mean_voxels']:.3g} vs {group.error['mean_voxels']:.3g} voxels",
-                                         changes, figures))
+                                         f"{top.error['mean_voxels']:.3g} vs {group.error['mean_voxels']:.3g} voxels "
+                                         f"(doing nothing: {identity:.3g})", changes, figures))
     return advice
 
 

@@ -9,6 +9,8 @@ if TYPE_CHECKING:
 
 #: Below this many voxels two fields count as the same.
 SAME_FIELD_VOXELS = 1e-9
+#: Run-to-run spreads at or below this many voxels are rounding, reported as negligible rather than variability.
+NEGLIGIBLE_SPREAD_VOXELS = 1e-6
 
 
 def _statement(kind: str, text: str, **figures) -> dict:
@@ -27,11 +29,16 @@ def diagnose(analysis: StudyAnalysis) -> list[dict]:
 
 
 def _accuracy(analysis: StudyAnalysis) -> list[dict]:
-    """Which (mode, spacing) gives the lowest error against the known deformation, beside doing nothing."""
-    scored = [g for g in analysis.groups if g.error is not None]
-    if analysis.truth is None or not scored:
+    """Which (mode, spacing) gives the lowest error against the known deformation, beside doing nothing. Groups
+    that never moved are the identity itself: named as such, never as the lowest error."""
+    if analysis.truth is None:
         return []
     identity = analysis.truth["identity"]["mean_voxels"]
+    still = [f"{g.mode} at {g.spacing:g}" for g in analysis.groups if g.error is not None and not g.moved]
+    scored = [g for g in analysis.groups if g.error is not None and g.moved]
+    if not scored:
+        return [_statement("accuracy", f"No run moved, so every error is doing nothing's ({identity:.3g} voxels mean).",
+                           identity_mean_voxels=identity, never_moved=still, region=analysis.truth["region"])]
     best = min(scored, key=lambda g: g.error["mean_voxels"])
     worst = max(scored, key=lambda g: g.error["mean_voxels"])
     ties = [f"{g.mode} at {g.spacing:g}" for g in scored if g is not best
@@ -53,7 +60,9 @@ def _accuracy(analysis: StudyAnalysis) -> list[dict]:
                 "unregistered images. " + text)
     elif worse:
         text += f" Worse than doing nothing: {', '.join(worse)}."
-    return [_statement("accuracy", text, mode=best.mode, spacing=best.spacing, mean_voxels=e["mean_voxels"],
+    if still:
+        text += f" Never moved (their error is doing nothing's): {', '.join(still)}."
+    return [_statement("accuracy", text, never_moved=still, mode=best.mode, spacing=best.spacing, mean_voxels=e["mean_voxels"],
                        p95_voxels=e["p95_voxels"], max_voxels=e["max_voxels"], mean_mm=e["mean_mm"],
                        worst_seed=e["worst_seed"], worst_mean_voxels=e["worst_mean_voxels"],
                        identity_mean_voxels=identity, highest_mode=worst.mode, highest_spacing=worst.spacing,
@@ -86,6 +95,16 @@ def _threads(analysis: StudyAnalysis) -> list[dict]:
             continue
         single = next((g for g in analysis.groups if g.mode == f"{units}-reproducible" and g.spacing == group.spacing),
                       None)
+        figures = dict(spacing=group.spacing, units=units, spread_max_voxels=group.spread_voxels["max"],
+                       relative_spread=group.relative_spread, work_units=group.work_units,
+                       negligible_threshold_voxels=NEGLIGIBLE_SPREAD_VOXELS)
+        if group.spread_voxels["max"] <= NEGLIGIBLE_SPREAD_VOXELS:
+            statements.append(_statement(
+                "threads", f"At spacing {group.spacing:g} ({units}) repeats with the same seed are not bit-identical "
+                f"but agree to within {group.spread_voxels['max']:.2g} voxels with "
+                f"{'/'.join(map(str, group.work_units))} work units: below the {NEGLIGIBLE_SPREAD_VOXELS:g}-voxel "
+                "threshold, a rounding difference, not variability.", negligible=True, **figures))
+            continue
         text = (f"At spacing {group.spacing:g} ({units}) repeats with the same seed differ by up to "
                 f"{group.spread_voxels['max']:.3g} voxels ({group.relative_spread:.1%} of the mean displacement; "
                 f"iterations {group.iterations['min']:g}..{group.iterations['max']:g}) with "
@@ -97,8 +116,7 @@ def _threads(analysis: StudyAnalysis) -> list[dict]:
             text += ("; with one seed, only the threads differ between them (Mattes MI adds per-thread derivatives "
                      "in lock order). Add the reproducible mode to confirm.")
         statements.append(_statement(
-            "threads", text, spacing=group.spacing, units=units, spread_max_voxels=group.spread_voxels["max"],
-            relative_spread=group.relative_spread, work_units=group.work_units,
+            "threads", text, negligible=False, **figures,
             reproducible_bitwise_identical=None if single is None else single.bitwise_identical))
     return statements
 
