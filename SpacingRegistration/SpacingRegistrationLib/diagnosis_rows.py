@@ -51,9 +51,10 @@ def diagnosis_rows(result) -> list:
     if result.plausibility is not None:
         p = result.plausibility
         rows += [
-            ("dense metric at identity", _number(p.metric_identity)),
-            ("dense metric at the result", _number(p.metric_result)),
-            ("dense metric improvement", _number(p.improvement)),
+            ("plausibility metric at identity", _number(p.metric_identity)),
+            ("plausibility metric at the result", _number(p.metric_result)),
+            ("plausibility metric improvement", _number(p.improvement)),
+            ("plausibility metric evaluation", p.evaluation),
             ("min Jacobian determinant", _number(p.min_jacobian_determinant)),
             ("folding", str(bool(p.folding))),
         ]
