@@ -193,13 +193,12 @@ def _figure(fixed: sitk.Image, fixed_array: np.ndarray, rows, mask, title: str, 
     parts = [f'<text x="0" y="14" font-weight="bold">{escape(title)}</text>']
     y = 24
     for name, index, colours, values in rows:
-        rgb, opacity = colours(values)
         parts.append(f'<text x="0" y="{y + 11}">{escape(name)}</text>')
         x = 0.0
         for v in views:
             outline = None if mask is None else _outline(_views(mask, index)[v])
-            pixels = _picture(_views(grey, index)[v].astype(float), _views(rgb, index)[v],
-                              _views(opacity, index)[v], outline)
+            rgb, opacity = colours(_views(values, index)[v])  # per slice: a volume of colours would not fit
+            pixels = _picture(_views(grey, index)[v].astype(float), rgb, opacity, outline)
             width, height = sizes[v]
             position = ("k", "j", "i")[v]
             parts.append(image_element(pixels, x, y + _LABEL, width, height, f"slice {VIEWS[v]}"))

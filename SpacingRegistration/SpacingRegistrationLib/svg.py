@@ -145,7 +145,7 @@ def _chart(parts: list[str], names: list[str], height: float = HEIGHT) -> str:
     """The chart with its legend (mode identifiers in words), wide enough for the longest entry."""
     names = [mode_name(n) for n in names]
     width = max(WIDTH, MARGIN["left"] + PLOT_WIDTH + 10 + _legend_width(names))
-    return _svg(parts + _legend(names), width=width, height=height)
+    return _svg(parts + _legend(names), width=width, height=max(height, MARGIN["top"] + 16 * len(names) + 10))
 
 
 def _finite(value) -> bool:
@@ -172,7 +172,8 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x
     extra = [reference[1]] if reference is not None and _finite(reference[1]) and (reference[1] > 0 or not log_y) else []
     shown = [p for p in points if p[1] > 0] if log_y else points
     zeros = [p for p in points if p[1] == 0] if log_y else []
-    axes = _Axes([p[0] for p in points], [y for _, y in shown] + extra, log_x, log_y)
+    all_zero = all(y == 0 for _, y in points)  # everything bit-identical: an axis from 0, not from -1
+    axes = _Axes([p[0] for p in points], [y for _, y in shown] + extra, log_x, log_y, y_from_zero=all_zero)
     zero_row = MARGIN["top"] + axes.plot_height + 14
     parts = axes.frame(title, x_label, y_label, x_shift=24 if zeros else 0)
     if zeros:
