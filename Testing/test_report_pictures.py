@@ -139,9 +139,18 @@ class SliceMapsTest(unittest.TestCase):
         found = pictures(anatomy_maps.slice_maps(fixed_image(direction), {"a": block(1.0)}, "voxels", "t"))
         self.assertEqual(found[2][1].shape[:2], (SIZE[2], SIZE[1]))
 
+    def test_images_and_integer_or_boolean_maps_are_accepted(self):
+        overlay = sitk.GetImageFromArray(block(3).astype(np.int16))
+        found = pictures(anatomy_maps.slice_maps(fixed_image(), {"image": overlay, "flag": block(1) > 0}, "runs", "t"))
+        self.assertGreater(chroma(found[0][1][5, 6]), 60)
+        self.assertGreater(chroma(found[3][1][5, 6]), 30)
+
     def test_wrong_shape_is_named(self):
         with self.assertRaisesRegex(ValueError, r"shape \(8, 10, 11\)"):
             anatomy_maps.slice_maps(fixed_image(), {"a": np.zeros((8, 10, 11))}, "voxels", "t")
+        with self.assertRaisesRegex(ValueError, "scalar"):
+            anatomy_maps.slice_maps(sitk.Image([4, 4, 4], sitk.sitkVectorFloat32, 3), {"a": np.zeros((4, 4, 4))},
+                                    "voxels", "t")
         with self.assertRaisesRegex(ValueError, "at least one overlay"):
             anatomy_maps.slice_maps(fixed_image(), {}, "voxels", "t")
 

@@ -40,7 +40,7 @@ def slice_maps(fixed: sitk.Image, overlays: dict[str, np.ndarray], unit: str, ti
     are compared share the scale. ``slices``: "middle", "max" (through each overlay's largest value) or an index
     (k, j, i) in numpy order. Values below a small fraction of vmax are transparent.
     """
-    fixed_array = _volume(sitk.GetArrayFromImage(fixed))
+    fixed_array = _fixed_array(fixed)
     arrays = {name: _checked(name, values, fixed_array.shape) for name, values in overlays.items()}
     if not arrays:
         raise ValueError("slice_maps needs at least one overlay")
@@ -65,7 +65,7 @@ def displacement_maps(fixed: sitk.Image, field_voxels_magnitude: np.ndarray, jac
     distinct colour), each with its own colour bar."""
     magnitude = slice_maps(fixed, {"displacement magnitude": field_voxels_magnitude}, unit,
                            f"{title}: displacement magnitude", mask=mask, slices=slices)
-    fixed_array = _volume(sitk.GetArrayFromImage(fixed))
+    fixed_array = _fixed_array(fixed)
     determinant = _checked("jacobian", jacobian, fixed_array.shape)
     mask_array = None if mask is None else _checked("mask", mask, fixed_array.shape).astype(bool)
     finite = determinant[np.isfinite(determinant)] if mask_array is None else determinant[mask_array & np.isfinite(determinant)]
@@ -103,12 +103,20 @@ def _volume(array: np.ndarray) -> np.ndarray:
     return array[None] if array.ndim == 2 else array
 
 
-def _checked(name: str, values: np.ndarray, shape) -> np.ndarray:
-    values = _volume(np.asarray(values))
+def _fixed_array(fixed: sitk.Image) -> np.ndarray:
+    if fixed.GetNumberOfComponentsPerPixel() != 1 or fixed.GetDimension() not in (2, 3):
+        raise ValueError(f"the maps are drawn over a scalar 2D or 3D image, not a {fixed.GetDimension()}D image "
+                         f"with {fixed.GetNumberOfComponentsPerPixel()} components per voxel")
+    return _volume(sitk.GetArrayViewFromImage(fixed))
+
+
+def _checked(name: str, values, shape) -> np.ndarray:
+    """``values`` (array or image) as a volume of the fixed grid's shape; not copied (maps can be large)."""
+    values = _volume(sitk.GetArrayViewFromImage(values) if isinstance(values, sitk.Image) else np.asarray(values))
     if values.shape != tuple(shape):
         raise ValueError(f"the map '{name}' has shape {values.shape}, not the fixed image's {tuple(shape)} "
                          "(numpy order [z, y, x])")
-    return values if values.dtype == bool else values.astype(float)
+    return values
 
 
 def _finite_max(values: np.ndarray, mask: np.ndarray | None) -> float:
@@ -149,6 +157,7 @@ def _interpolate(stops, level: np.ndarray) -> np.ndarray:
 
 def _sequential(values: np.ndarray, vmax: float) -> tuple[np.ndarray, np.ndarray]:
     """(RGB, opacity) of values on [0, vmax]; transparent below the threshold and where not finite."""
+    values = np.asarray(values, dtype=float)
     level = np.clip(np.nan_to_num(values / vmax if vmax > 0 else np.zeros_like(values), nan=0.0), 0, 1)
     shown = np.isfinite(values) & (level >= THRESHOLD) & (vmax > 0)
     opacity = np.where(shown, OPACITY[0] + (OPACITY[1] - OPACITY[0]) * level, 0.0)
@@ -157,6 +166,7 @@ def _sequential(values: np.ndarray, vmax: float) -> tuple[np.ndarray, np.ndarray
 
 def _diverging(values: np.ndarray, span: float) -> tuple[np.ndarray, np.ndarray]:
     """Jacobian determinant around 1 on [1 - span, 1 + span]; folding (<= 0) opaque in its own colour."""
+    values = np.asarray(values, dtype=float)
     level = np.clip(np.nan_to_num((values - 1) / span, nan=0.0), -1, 1)
     rgb = _interpolate(DIVERGING, (level + 1) / 2)
     folding = np.isfinite(values) & (values <= 0)
@@ -182,7 +192,8 @@ def _picture(grey: np.ndarray, rgb: np.ndarray, opacity: np.ndarray, outline: np
 
 def _figure(fixed: sitk.Image, fixed_array: np.ndarray, rows, mask, title: str, bar: list[str], folding: int = 0) -> str:
     """Rows of three slice pictures (label, slice index, colour function, values) and one colour bar."""
-    grey = grey_levels(fixed_array)
+    finite = fixed_array[np.isfinite(fixed_array)]
+    window = np.percentile(finite, (1, 99)) if finite.size else (0.0, 1.0)
     spacing = fixed.GetSpacing()
     shape = fixed_array.shape
     extents = [n * s for n, s in zip(shape[::-1], (tuple(spacing) + (1.0,))[:3])]
@@ -198,7 +209,8 @@ def _figure(fixed: sitk.Image, fixed_array: np.ndarray, rows, mask, title: str, 
         for v in views:
             outline = None if mask is None else _outline(_views(mask, index)[v])
             rgb, opacity = colours(_views(values, index)[v])  # per slice: a volume of colours would not fit
-            pixels = _picture(_views(grey, index)[v].astype(float), rgb, opacity, outline)
+            grey = grey_levels(_views(fixed_array, index)[v], *window)
+            pixels = _picture(grey.astype(float), rgb, opacity, outline)
             width, height = sizes[v]
             position = ("k", "j", "i")[v]
             parts.append(image_element(pixels, x, y + _LABEL, width, height, f"slice {VIEWS[v]}"))
