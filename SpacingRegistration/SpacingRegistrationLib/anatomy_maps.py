@@ -223,7 +223,7 @@ def _figure(fixed: sitk.Image, fixed_array: np.ndarray, rows, mask, title: str, 
     parts.append(f'<g class="colour-bar" transform="translate({pictures_width + 6:.1f},{24 + _LABEL})">'
                  + "".join(_bar_parts(bar, bar_height)) + "</g>")
     width = pictures_width + 6 + _BAR_WIDTH + 110
-    height = max(y, 24 + _LABEL + bar_height + 40)
+    height = max(y, 24 + _LABEL + bar_height + 8 + 13 * len(bar[2]) + (16 if bar[3] else 0))
     return (f'<svg xmlns="http://www.w3.org/2000/svg" class="anatomy-map" data-folding="{folding}" '
             f'width="{width:.0f}" height="{height:.0f}" font-family="sans-serif" font-size="11">'
             + "".join(parts) + "</svg>")
