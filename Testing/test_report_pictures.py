@@ -169,6 +169,17 @@ class SliceMapsTest(unittest.TestCase):
         self.assertGreater(red - blue, 30)  # expansion: red
         self.assertTrue(is_grey(jacobian_axial[0, 0]))  # determinant 1: the anatomy
 
+    def test_maps_of_a_transform(self):
+        fixed = fixed_image()
+        transform = sitk.BSplineTransformInitializer(fixed, [2, 2, 2])
+        count = len(transform.GetParameters()) // 3
+        transform.SetParameters([3.0] * count + [0.0] * 2 * count)  # 3 mm along x: 3 voxels of 1 mm
+        fragment = anatomy_maps.transform_maps(transform, fixed, "One run")
+        self.assertIn("3 (max)", fragment)
+        self.assertIn('data-folding="0"', fragment)
+        jacobian_axial = pictures(fragment)[3][1]
+        self.assertTrue(is_grey(jacobian_axial[5, 6]))  # a translation keeps every volume
+
 
 class ChartsTest(unittest.TestCase):
     def test_count_axis_starts_at_zero_with_integer_ticks_even_when_all_counts_are_zero(self):

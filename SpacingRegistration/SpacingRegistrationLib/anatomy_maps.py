@@ -13,6 +13,7 @@ from html import escape
 import numpy as np
 import SimpleITK as sitk
 
+from .displacement import displacement_array, to_voxel_units
 from .svg import grey_levels, image_element, nice_ticks, tick_label
 
 #: Below this fraction of the colour scale's top a value is transparent (the anatomy shows).
@@ -77,6 +78,18 @@ def displacement_maps(fixed: sitk.Image, field_voxels_magnitude: np.ndarray, jac
                            f"({folding} folding voxel{'s' if folding != 1 else ''})",
                            _colour_bar_jacobian(span), folding=folding)
     return magnitude + jacobian_map
+
+
+def transform_maps(transform: sitk.Transform, fixed: sitk.Image, title: str = "Registration",
+                   mask: np.ndarray | None = None, slices="middle") -> str:
+    """:func:`displacement_maps` of a transform on the fixed image's grid: |T(x) - x| in voxels and the Jacobian
+    determinant of x -> T(x)."""
+    vectors_mm = displacement_array(transform, fixed)
+    magnitude = np.linalg.norm(to_voxel_units(vectors_mm, fixed), axis=-1)
+    field = sitk.GetImageFromArray(vectors_mm, isVector=True)
+    field.CopyInformation(fixed)
+    jacobian = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field))
+    return displacement_maps(fixed, magnitude, jacobian, title, mask=mask, slices=slices)
 
 
 def axial_background(image: sitk.Image) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
