@@ -218,6 +218,12 @@ class ChartsTest(unittest.TestCase):
         negative = svg.line_chart({"a": ([1, 2], [-1e-9, 1.0])}, "t", "x", "y")
         self.assertIn('data-y-scale="linear"', negative)
 
+    def test_missing_values_and_non_positive_x_on_a_log_x_axis_are_left_out(self):
+        chart = svg.line_chart({"a": ([0, 1, 10, 100], [1.0, float("nan"), 2.0, 3.0]), "b": ([1], [None])},
+                               "t", "spacing", "y", log_x=True, markers=True)
+        self.assertEqual(chart.count("<circle"), 2)
+        self.assertIn("no data", svg.line_chart({"a": ([1], [float("nan")])}, "t", "x", "y"))
+
     def test_all_zero_series_has_no_negative_axis(self):
         ticks = y_tick_values(svg.line_chart({"a": ([1, 2, 3], [0.0, 0.0, 0.0])}, "Spread", "x", "voxels"))
         self.assertEqual(min(ticks), 0)

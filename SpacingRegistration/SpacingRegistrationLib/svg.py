@@ -161,7 +161,12 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x
     (the libLBFGS restart of a metric trace). ``log_y``: None chooses a log axis when the positive values span
     more than three decades; on a log axis exact zeros are drawn on a row of their own, labelled bit-identical.
     """
-    points = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys) if _finite(y)]
+    def drawable(x, y) -> bool:
+        return _finite(x) and _finite(y) and (x > 0 or not log_x)
+
+    series = {name: tuple(zip(*[(x, y) for x, y in zip(xs, ys) if drawable(x, y)])) or ((), ())
+              for name, (xs, ys) in series.items()}
+    points = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys)]
     if not points:
         return _svg([f'<text x="20" y="40">{escape(mode_name(title))}: no data</text>'], height=60)
     positive = [y for _, y in points if y > 0]
@@ -190,28 +195,28 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x
         parts.extend(_event_markers(axes, markers))
     for i, (name, (xs, ys)) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
-        for run in _runs([(x, y) for x, y in zip(xs, ys) if _finite(y)], log_y):
+        for run in _runs(list(zip(xs, ys)), log_y):
             coordinates = " ".join(f"{axes.x(x):.1f},{axes.y(y):.1f}" for x, y in run)
             parts.append(f'<polyline points="{coordinates}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
         if markers is True:
             parts.extend(f'<circle cx="{axes.x(x):.1f}" cy="{axes.y(y):.1f}" r="3" fill="{colour}"/>'
-                         for x, y in zip(xs, ys) if _finite(y) and (y > 0 or not log_y))
+                         for x, y in zip(xs, ys) if y > 0 or not log_y)
         if log_y:
             parts.extend(f'<path class="bit-identical" d="M{axes.x(x):.1f},{zero_row - 5} l5,5 l-5,5 l-5,-5 z" '
                          f'fill="none" stroke="{colour}" stroke-width="1.5"><title>{escape(mode_name(name))}: '
-                         f'0 (bit-identical) at {x:g}</title></path>' for x, y in zip(xs, ys) if _finite(y) and y == 0)
+                         f'0 (bit-identical) at {x:g}</title></path>' for x, y in zip(xs, ys) if y == 0)
     return _chart(parts, list(series), height=HEIGHT + (24 if zeros else 0))
 
 
 def _runs(points: list[tuple[float, float]], log_y: bool) -> list[list[tuple[float, float]]]:
     """Consecutive points drawable on the axis (a zero on a log axis breaks the line)."""
-    runs, current = [], []
+    runs = [[]]
     for point in points:
         if log_y and point[1] <= 0:
-            runs, current = runs + [current] if current else runs, []
+            runs.append([])
         else:
-            current.append(point)
-    return runs + [current] if current else runs
+            runs[-1].append(point)
+    return [run for run in runs if run]
 
 
 def _event_markers(axes: _Axes, markers) -> list[str]:
