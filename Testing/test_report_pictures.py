@@ -225,8 +225,16 @@ class ChartsTest(unittest.TestCase):
         self.assertIn("no data", svg.line_chart({"a": ([1], [float("nan")])}, "t", "x", "y"))
 
     def test_all_zero_series_has_no_negative_axis(self):
-        ticks = y_tick_values(svg.line_chart({"a": ([1, 2, 3], [0.0, 0.0, 0.0])}, "Spread", "x", "voxels"))
-        self.assertEqual(min(ticks), 0)
+        chart = svg.line_chart({"a": ([1, 2, 3], [0.0, 0.0, 0.0])}, "Spread", "x", "voxels")
+        self.assertEqual(min(y_tick_values(chart)), 0)
+        self.assertIn("every value is 0 (bit-identical)", chart)
+
+    def test_a_lone_point_is_drawn(self):
+        chart = svg.line_chart({"a": ([1, 4], [0.0, 0.7]), "b": ([1, 4], [0.0, 1e-14])}, "t", "x", "y")
+        self.assertIn('data-y-scale="log"', chart)
+        self.assertEqual(chart.count("<circle"), 2)
+        diamonds = re.findall(r'class="bit-identical" d="M([\d.]+),', chart)
+        self.assertEqual(len(set(diamonds)), 2)  # side by side, not on top of each other
 
     def test_many_series_legend_fits(self):
         chart = svg.line_chart({f"s={s} r{r}": ([0, 1], [s, r]) for s in range(5) for r in range(5)}, "t", "x", "y")

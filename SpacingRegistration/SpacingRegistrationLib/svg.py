@@ -193,19 +193,29 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x
                      f'fill="#555">{escape(reference[0])}</text>')
     if markers and not isinstance(markers, bool):
         parts.extend(_event_markers(axes, markers))
+    if all_zero:
+        parts.append(_all_zero_note(axes))
     for i, (name, (xs, ys)) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
         for run in _runs(list(zip(xs, ys)), log_y):
             coordinates = " ".join(f"{axes.x(x):.1f},{axes.y(y):.1f}" for x, y in run)
             parts.append(f'<polyline points="{coordinates}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+            if len(run) == 1 and markers is not True:  # a lone point has no line to show it
+                parts.append(f'<circle cx="{axes.x(run[0][0]):.1f}" cy="{axes.y(run[0][1]):.1f}" r="3" fill="{colour}"/>')
         if markers is True:
             parts.extend(f'<circle cx="{axes.x(x):.1f}" cy="{axes.y(y):.1f}" r="3" fill="{colour}"/>'
                          for x, y in zip(xs, ys) if y > 0 or not log_y)
-        if log_y:
-            parts.extend(f'<path class="bit-identical" d="M{axes.x(x):.1f},{zero_row - 5} l5,5 l-5,5 l-5,-5 z" '
+        if log_y:  # side by side where several series are bit-identical at the same x
+            offset = (i - (len(series) - 1) / 2) * 4
+            parts.extend(f'<path class="bit-identical" d="M{axes.x(x) + offset:.1f},{zero_row - 5} l5,5 l-5,5 l-5,-5 z" '
                          f'fill="none" stroke="{colour}" stroke-width="1.5"><title>{escape(mode_name(name))}: '
                          f'0 (bit-identical) at {x:g}</title></path>' for x, y in zip(xs, ys) if y == 0)
     return _chart(parts, list(series), height=HEIGHT + (24 if zeros else 0))
+
+
+def _all_zero_note(axes: _Axes) -> str:
+    return (f'<text class="all-zero" x="{MARGIN["left"] + axes.plot_width / 2}" y="{MARGIN["top"] + axes.plot_height / 2}" '
+            f'text-anchor="middle" fill="#555">every value is 0 (bit-identical)</text>')
 
 
 def _runs(points: list[tuple[float, float]], log_y: bool) -> list[list[tuple[float, float]]]:
@@ -245,6 +255,8 @@ def bar_chart(categories: list[str], series: dict[str, list[float]], title: str,
         counts = bool(values) and all(v >= 0 and float(v).is_integer() for v in values)
     axes = _Axes([0, len(categories)], values + [0.0], y_from_zero=True, integer_y=counts)
     parts = axes.frame(title, "", y_label, x_ticks=False)
+    if values and all(v == 0 for v in values):
+        parts.append(_all_zero_note(axes).replace(" (bit-identical)", ""))
     width = 0.8 / max(1, len(series))
     for i, (name, heights) in enumerate(series.items()):
         for j, height in enumerate(heights):
