@@ -145,6 +145,21 @@ class SliceMapsTest(unittest.TestCase):
         self.assertGreater(chroma(found[0][1][5, 6]), 60)
         self.assertGreater(chroma(found[3][1][5, 6]), 30)
 
+    def test_large_slices_are_reduced_and_keep_their_peak_and_folding(self):
+        nx = anatomy_maps.MAXIMUM_PIXELS * 2 + 5
+        fixed = sitk.GetImageFromArray(np.tile(np.arange(nx, dtype=np.float32), (3, 6, 1)))
+        overlay = np.zeros((3, 6, nx))
+        overlay[1, 3, 401] = 1.0
+        found = pictures(anatomy_maps.slice_maps(fixed, {"a": overlay}, "voxels", "t"))
+        axial = found[0][1]
+        self.assertEqual(axial.shape[:2], (2, -(-nx // 3)))  # blocks of 3 x 3: at most MAXIMUM_PIXELS wide
+        self.assertLessEqual(axial.shape[1], anatomy_maps.MAXIMUM_PIXELS)
+        self.assertGreater(chroma(axial[1, 401 // 3]), 60)
+        jacobian = np.ones((3, 6, nx))
+        jacobian[1, 3, 401] = -1.0
+        jacobian_axial = pictures(anatomy_maps.displacement_maps(fixed, overlay, jacobian))[3][1]
+        self.assertEqual(tuple(jacobian_axial[1, 401 // 3, :3]), anatomy_maps.FOLDING_COLOUR)
+
     def test_wrong_shape_is_named(self):
         with self.assertRaisesRegex(ValueError, r"shape \(8, 10, 11\)"):
             anatomy_maps.slice_maps(fixed_image(), {"a": np.zeros((8, 10, 11))}, "voxels", "t")

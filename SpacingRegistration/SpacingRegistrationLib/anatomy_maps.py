@@ -29,6 +29,8 @@ FOLDING_COLOUR = (0, 200, 0)
 OUTLINE_COLOUR = (0, 255, 255)
 #: Size of the longest physical side of a slice picture, in pixels.
 PICTURE_SIZE = 170
+#: Longest side of a slice picture in stored pixels: larger slices are reduced in blocks (the page stays light).
+MAXIMUM_PIXELS = 2 * PICTURE_SIZE
 VIEWS = ("axial", "coronal", "sagittal")
 _GAP, _LABEL, _BAR_WIDTH = 8, 16, 14
 
@@ -54,7 +56,8 @@ def slice_maps(fixed: sitk.Image, overlays: dict[str, np.ndarray], unit: str, ti
     def colours(values):
         return _sequential(values, vmax)
 
-    rows = [(name, _slice_index(values, mask_array, slices), colours, values) for name, values in arrays.items()]
+    rows = [(name, _slice_index(values, mask_array, slices), colours, values, np.asarray)
+            for name, values in arrays.items()]
     bar = _colour_bar_sequential(vmax, unit)
     return _figure(fixed, fixed_array, rows, mask_array, title, bar)
 
@@ -73,7 +76,7 @@ def displacement_maps(fixed: sitk.Image, field_voxels_magnitude: np.ndarray, jac
     span = max(float(np.abs(finite - 1).max()) if finite.size else 0.0, 0.05)
     folding = int((finite <= 0).sum())
     index = _slice_index(-determinant if folding else np.abs(determinant - 1), mask_array, slices)
-    rows = [("Jacobian determinant", index, lambda values: _diverging(values, span), determinant)]
+    rows = [("Jacobian determinant", index, lambda values: _diverging(values, span), determinant, _jacobian_salience)]
     jacobian_map = _figure(fixed, fixed_array, rows, mask_array, f"{title}: Jacobian determinant "
                            f"({folding} folding voxel{'s' if folding != 1 else ''})",
                            _colour_bar_jacobian(span), folding=folding)
@@ -189,6 +192,26 @@ def _diverging(values: np.ndarray, span: float) -> tuple[np.ndarray, np.ndarray]
     return rgb, np.where(folding, 1.0, opacity)
 
 
+def _reduce(picture: np.ndarray, step: int, salience=None) -> np.ndarray:
+    """``picture`` in blocks of step x step pixels: their mean, or (``salience``) their most salient value, so a
+    peak or a folding voxel of a large image stays visible."""
+    if step <= 1:
+        return picture
+    rows, columns = -(-picture.shape[0] // step) * step, -(-picture.shape[1] // step) * step
+    padded = np.pad(picture, ((0, rows - picture.shape[0]), (0, columns - picture.shape[1])), mode="edge")
+    blocks = padded.reshape(rows // step, step, columns // step, step).swapaxes(1, 2).reshape(
+        rows // step, columns // step, step * step)
+    if salience is None:
+        return blocks.astype(float).mean(axis=-1)
+    score = np.nan_to_num(np.asarray(salience(blocks), dtype=float), nan=-np.inf)
+    return np.take_along_axis(blocks, score.argmax(axis=-1)[..., None], axis=-1)[..., 0]
+
+
+def _jacobian_salience(values: np.ndarray) -> np.ndarray:
+    """Folding first, then the largest change of volume."""
+    return np.where(values <= 0, np.inf, np.abs(values - 1))
+
+
 def _outline(mask: np.ndarray) -> np.ndarray:
     """Mask pixels with a 4-neighbour outside the mask (or on the picture's border)."""
     padded = np.pad(mask, 1, constant_values=False)
@@ -216,13 +239,15 @@ def _figure(fixed: sitk.Image, fixed_array: np.ndarray, rows, mask, title: str, 
     row_height = max(sizes[v][1] for v in views) + _LABEL
     parts = [f'<text x="0" y="14" font-weight="bold">{escape(title)}</text>']
     y = 24
-    for name, index, colours, values in rows:
+    for name, index, colours, values, salience in rows:
         parts.append(f'<text x="0" y="{y + 11}">{escape(name)}</text>')
         x = 0.0
         for v in views:
-            outline = None if mask is None else _outline(_views(mask, index)[v])
-            rgb, opacity = colours(_views(values, index)[v])  # per slice: a volume of colours would not fit
-            grey = grey_levels(_views(fixed_array, index)[v], *window)
+            step = -(-max(_views(fixed_array, index)[v].shape) // MAXIMUM_PIXELS)
+            outline = None if mask is None else _outline(_reduce(_views(mask, index)[v], step, np.asarray))
+            # Per slice: a volume of colours would not fit in memory.
+            rgb, opacity = colours(_reduce(_views(values, index)[v], step, salience))
+            grey = grey_levels(_reduce(_views(fixed_array, index)[v], step), *window)
             pixels = _picture(grey.astype(float), rgb, opacity, outline)
             width, height = sizes[v]
             position = ("k", "j", "i")[v]
