@@ -106,6 +106,7 @@ class SliceMapsTest(unittest.TestCase):
         fragment = anatomy_maps.slice_maps(fixed_image(), {"a": block(0.5)}, "mm", "Difference", vmax=2.0)
         self.assertIn("2 (max)", fragment)
         self.assertNotIn("0.5 (max)", fragment)
+        self.assertIn('data-vmax="2" data-unit="mm"', fragment)
 
     def test_mask_outline_is_drawn(self):
         mask = np.zeros(SIZE[::-1], bool)

@@ -59,7 +59,8 @@ def slice_maps(fixed: sitk.Image, overlays: dict[str, np.ndarray], unit: str, ti
     rows = [(name, _slice_index(values, mask_array, slices), colours, values, np.asarray)
             for name, values in arrays.items()]
     bar = _colour_bar_sequential(vmax, unit)
-    return _figure(fixed, fixed_array, rows, mask_array, title, bar)
+    return _figure(fixed, fixed_array, rows, mask_array, title, bar,
+                   f'data-vmax="{vmax:.6g}" data-unit="{escape(unit)}"')
 
 
 def displacement_maps(fixed: sitk.Image, field_voxels_magnitude: np.ndarray, jacobian: np.ndarray,
@@ -79,7 +80,7 @@ def displacement_maps(fixed: sitk.Image, field_voxels_magnitude: np.ndarray, jac
     rows = [("Jacobian determinant", index, lambda values: _diverging(values, span), determinant, _jacobian_salience)]
     jacobian_map = _figure(fixed, fixed_array, rows, mask_array, f"{title}: Jacobian determinant "
                            f"({folding} folding voxel{'s' if folding != 1 else ''})",
-                           _colour_bar_jacobian(span), folding=folding)
+                           _colour_bar_jacobian(span), f'data-folding="{folding}"')
     return magnitude + jacobian_map
 
 
@@ -226,8 +227,9 @@ def _picture(grey: np.ndarray, rgb: np.ndarray, opacity: np.ndarray, outline: np
     return blended.round().clip(0, 255).astype(np.uint8)
 
 
-def _figure(fixed: sitk.Image, fixed_array: np.ndarray, rows, mask, title: str, bar: list[str], folding: int = 0) -> str:
-    """Rows of three slice pictures (label, slice index, colour function, values) and one colour bar."""
+def _figure(fixed: sitk.Image, fixed_array: np.ndarray, rows, mask, title: str, bar: list, attributes: str) -> str:
+    """Rows of three slice pictures (label, slice index, colour function, values, salience for reducing large
+    slices) and one colour bar; ``attributes`` go on the <svg> element (figures for tests and scripts)."""
     finite = fixed_array[np.isfinite(fixed_array)]
     window = np.percentile(finite, (1, 99)) if finite.size else (0.0, 1.0)
     spacing = fixed.GetSpacing()
@@ -248,7 +250,7 @@ def _figure(fixed: sitk.Image, fixed_array: np.ndarray, rows, mask, title: str, 
             # Per slice: a volume of colours would not fit in memory.
             rgb, opacity = colours(_reduce(_views(values, index)[v], step, salience))
             grey = grey_levels(_reduce(_views(fixed_array, index)[v], step), *window)
-            pixels = _picture(grey.astype(float), rgb, opacity, outline)
+            pixels = _picture(grey, rgb, opacity, outline)
             width, height = sizes[v]
             position = ("k", "j", "i")[v]
             parts.append(image_element(pixels, x, y + _LABEL, width, height, f"slice {VIEWS[v]}"))
@@ -262,7 +264,7 @@ def _figure(fixed: sitk.Image, fixed_array: np.ndarray, rows, mask, title: str, 
                  + "".join(_bar_parts(bar, bar_height)) + "</g>")
     width = pictures_width + 6 + _BAR_WIDTH + 110
     height = max(y, 24 + _LABEL + bar_height + 8 + 13 * len(bar[2]) + (16 if bar[3] else 0))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="anatomy-map" data-folding="{folding}" '
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="anatomy-map" {attributes} '
             f'width="{width:.0f}" height="{height:.0f}" font-family="sans-serif" font-size="11">'
             + "".join(parts) + "</svg>")
 
