@@ -67,7 +67,10 @@ def _registration(job: dict, folder: Path, protocol: Protocol, cancel: threading
         protocol.emit("iteration", count=count, iteration=record.iteration, lbfgs_run=record.lbfgs_run,
                       metric=record.metric, step_max_voxels=record.step_max_voxels)
 
-    result = registration.run(fixed, moving, settings, progress=progress, cancel=cancel)
+    mask = folder / "mask.nrrd" if job.get("mask") else None
+    initial = folder / job["initial_transform"] if job.get("initial_transform") else None
+    result = registration.run(fixed, moving, settings, progress=progress, cancel=cancel, mask=mask,
+                              initial_transform=initial)
     if result.cancelled or cancel.is_set():
         protocol.emit("cancelled")
         return 130

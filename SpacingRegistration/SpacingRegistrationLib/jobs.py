@@ -289,10 +289,20 @@ def _write_inputs(folder: Path, description: dict, fixed: sitk.Image, moving: si
 
 
 def start_registration(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings, folder=None,
-                       python: str | None = None, environment: dict | None = None) -> Job:
-    """Start one registration in a child process (``python``: default this interpreter)."""
+                       python: str | None = None, environment: dict | None = None, mask: sitk.Image | None = None,
+                       initial_transform: sitk.Transform | None = None) -> Job:
+    """Start one registration in a child process (``python``: default this interpreter). ``mask`` (a labelmap,
+    non-zero = inside) goes to ``mask.nrrd``, ``initial_transform`` (fixed to moving, LPS) to ``initial.tfm``
+    (``initial.h5`` for a composite, which ITK's text format cannot hold); the child gives both to registration.run."""
     folder = _new_folder(folder, "registration")
-    _write_inputs(folder, {"kind": "registration", "settings": to_dict(settings)}, fixed, moving)
+    initial = None
+    if mask is not None:
+        sitk.WriteImage(mask, str(folder / "mask.nrrd"))
+    if initial_transform is not None:
+        initial = "initial.h5" if isinstance(initial_transform, sitk.CompositeTransform) else "initial.tfm"
+        sitk.WriteTransform(initial_transform, str(folder / initial))
+    _write_inputs(folder, {"kind": "registration", "settings": to_dict(settings), "mask": mask is not None,
+                           "initial_transform": initial}, fixed, moving)
     return Job("registration", folder, python or sys.executable, environment)
 
 

@@ -127,6 +127,22 @@ def sitkBSplineFromTransformNode(node) -> sitk.BSplineTransform:
     return bspline
 
 
+def sitkAffineFromTransformNode(node) -> sitk.AffineTransform:
+    """The fixed-to-moving (LPS) affine of a linear transform node, as Slicer writes it to an ITK file.
+
+    The moving volume placed under ``node`` is aligned when ``node``'s TransformFromParent (in world, through its
+    own parents) maps fixed RAS points to moving RAS points: that is the ITK (resampling) direction, as for the
+    BSpline (see bsplineTransformNodeFromSitk)."""
+    matrix = vtk.vtkMatrix4x4()
+    node.GetMatrixTransformFromWorld(matrix)
+    homogeneous = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    flip = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS, its own inverse
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix((flip @ homogeneous[:3, :3] @ flip).ravel().tolist())
+    affine.SetTranslation((flip @ homogeneous[:3, 3]).tolist())
+    return affine
+
+
 def controlGridModelNodes(scene, geometry: GridGeometry, namePrefix: str,
                           pointRadius: float | None = None) -> dict[str, slicer.vtkMRMLModelNode]:
     """New model nodes (with display nodes) drawing a control grid in RAS, keyed as GRID_COLORS.

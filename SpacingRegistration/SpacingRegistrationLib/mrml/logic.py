@@ -21,7 +21,7 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from .. import describe, images, jobs, registration, resources
+from .. import describe, images, jobs, masks, registration, resources
 from . import bridge, study_nodes
 from ..diagnosis_rows import WARNING_ROW, diagnosis_rows
 from ..grid import grid_geometry, initial_bspline, mesh_size_for
@@ -127,18 +127,67 @@ class RegistrationLogic:
         """The engine alone, in this process (no MRML): registration.run -> RegistrationResult."""
         return registration.run(fixedImage, movingImage, cls.settingsFrom(settings), progress=progress, cancel=cancel)
 
-    def startRegistration(self, fixedVolumeNode, movingVolumeNode, settings=None, jobFolder=None) -> jobs.Job:
+    def maskImageFromNode(self, maskNode, fixedVolumeNode) -> sitk.Image:
+        """The fixed-image mask of a labelmap or scalar volume node (non-zero = inside), or of a segmentation node
+        (its visible segments exported, by Slicer's segmentations logic, to a labelmap on the fixed volume's
+        geometry; the scratch labelmap is removed again). The engine resamples a mask on another grid."""
+        if maskNode.IsA("vtkMRMLScalarVolumeNode"):
+            if maskNode.GetImageData() is None:
+                raise ValueError(f"The mask '{maskNode.GetName()}' has no image data.")
+            return bridge.imageFromVolumeNode(maskNode)
+        if not maskNode.IsA("vtkMRMLSegmentationNode"):
+            raise ValueError("The mask must be a labelmap, scalar volume or segmentation node, got "
+                             f"{maskNode.GetClassName()} '{maskNode.GetName()}'.")
+        scene = self.sceneFor(maskNode, fixedVolumeNode)
+        before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SpacingRegistration mask (scratch)")
+        try:
+            exported = slicer.vtkSlicerSegmentationsModuleLogic.ExportVisibleSegmentsToLabelmapNode(
+                maskNode, labelmap, fixedVolumeNode)
+            if not exported or labelmap.GetImageData() is None:
+                raise ValueError(f"The segmentation '{maskNode.GetName()}' could not be exported to a labelmap "
+                                 "(does it have visible segments?).")
+            return bridge.imageFromVolumeNode(labelmap)
+        finally:  # the labelmap and what the export made for it (display nodes, colour table)
+            for node in [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]:
+                if node.GetID() not in before:
+                    scene.RemoveNode(node)
+
+    @staticmethod
+    def checkInitialTransformNode(node) -> None:
+        """One clear error unless ``node`` is a transform node that is linear (through its parents)."""
+        if not node.IsA("vtkMRMLTransformNode") or not node.IsTransformToWorldLinear():
+            kind = node.GetClassName() if not node.IsA("vtkMRMLTransformNode") else "a non-linear transform"
+            raise ValueError("The initial transform must be a linear transform node (e.g. the rigid or affine result "
+                             f"of General Registration), got {kind} '{node.GetName()}'.")
+
+    def startRegistration(self, fixedVolumeNode, movingVolumeNode, settings=None, jobFolder=None, maskNode=None,
+                          initialTransformNode=None) -> jobs.Job:
         """Start the registration in a child process and return its Job (poll it; then finishRegistration).
 
-        Bad settings and bad volumes raise here, before any process starts. ``job.inputs`` keeps the volume nodes.
+        ``maskNode`` (labelmap, scalar volume or segmentation) restricts the metric and statistics to the fixed
+        volume's voxels inside it; ``initialTransformNode`` (linear; the moving volume is aligned when placed under
+        it) is composed before the BSpline. Bad settings, volumes, mask or initial transform raise here, before any
+        process starts and with the scene unchanged. ``job.inputs`` keeps the volume nodes, ``job.initialMatrix``
+        the initial transform's fixed-to-moving RAS matrix (or None).
         """
         settings = self.settingsFrom(settings)
         fixedImage, movingImage = self.imagesFromVolumeNodes(fixedVolumeNode, movingVolumeNode)
         images.check_pair(fixedImage, movingImage)
+        initial, initialMatrix = None, None
+        if initialTransformNode is not None:
+            self.checkInitialTransformNode(initialTransformNode)
+            initial = bridge.sitkAffineFromTransformNode(initialTransformNode)
+            initialMatrix = vtk.vtkMatrix4x4()
+            initialTransformNode.GetMatrixTransformFromWorld(initialMatrix)
+        mask = None
+        if maskNode is not None:
+            mask = masks.fixed_mask(self.maskImageFromNode(maskNode, fixedVolumeNode), fixedImage)
         resources.check_registration_memory(fixedImage, movingImage, settings)
         job = jobs.start_registration(fixedImage, movingImage, settings, folder=jobFolder, python=pythonExecutable(),
-                                      environment=childEnvironment())
+                                      environment=childEnvironment(), mask=mask, initial_transform=initial)
         job.inputs = (fixedVolumeNode, movingVolumeNode)
+        job.initialMatrix = initialMatrix
         return job
 
     def finishRegistration(self, job: jobs.Job, outputTransformNode=None, outputTableNode=None):
@@ -152,11 +201,12 @@ class RegistrationLogic:
         result = job.registration_result()
         fixedVolumeNode, movingVolumeNode = job.inputs
         transformNode, tableNode = self.createOutputNodes(result, fixedVolumeNode, movingVolumeNode,
-                                                          outputTransformNode, outputTableNode)
+                                                          outputTransformNode, outputTableNode,
+                                                          initialMatrix=getattr(job, "initialMatrix", None))
         return result, transformNode, tableNode
 
     def register(self, fixedVolumeNode, movingVolumeNode, settings=None, outputTransformNode=None, progress=None,
-                 cancel=None, outputTableNode=None):
+                 cancel=None, outputTableNode=None, maskNode=None, initialTransformNode=None):
         """Register the moving volume to the fixed one (child process, waited for); fill (or create) a BSpline
         transform node and a diagnosis table node. The volume nodes are not modified (parent transforms of the
         volumes are ignored).
@@ -164,9 +214,11 @@ class RegistrationLogic:
         ``progress`` is called with each job event (dicts, see jobs.py); setting ``cancel`` (a threading.Event)
         stops the child. Returns the RegistrationResult, or None when cancelled (no node is made); the output nodes
         are ``self.lastTransformNode`` and ``self.lastTableNode``. Bad inputs raise before any node is made; a
-        failed child raises as finishRegistration says.
+        failed child raises as finishRegistration says. ``maskNode`` and ``initialTransformNode``: see
+        startRegistration.
         """
-        job = self.startRegistration(fixedVolumeNode, movingVolumeNode, settings)
+        job = self.startRegistration(fixedVolumeNode, movingVolumeNode, settings, maskNode=maskNode,
+                                     initialTransformNode=initialTransformNode)
         try:
             job.run_to_end(progress, cancel)
             finished = self.finishRegistration(job, outputTransformNode, outputTableNode)
@@ -175,8 +227,13 @@ class RegistrationLogic:
         return None if finished is None else finished[0]
 
     def createOutputNodes(self, result, fixedVolumeNode=None, movingVolumeNode=None, outputTransformNode=None,
-                          outputTableNode=None, scene=None):
+                          outputTableNode=None, scene=None, initialMatrix=None):
         """(transformNode, tableNode) for a RegistrationResult (main thread).
+
+        With an initial transform (``initialMatrix``: its fixed-to-moving RAS matrix) the node holds the whole
+        mapping, initial(bspline(x)), as one composite transform (a new node is a plain vtkMRMLTransformNode, as
+        Slicer loads an ITK composite; it is saved as .h5): placing the moving volume under this one node aligns
+        it, as without an initial transform, and the user's initial transform node stays untouched.
 
         The transform node (given, else a new vtkMRMLBSplineTransformNode) gets the result as its
         TransformFromParent: set it as the moving volume's parent transform to see the moving volume aligned.
@@ -209,9 +266,18 @@ class RegistrationLogic:
         if outputTransformNode is None:
             baseName = (f"{movingVolumeNode.GetName()}-to-{fixedVolumeNode.GetName()} BSpline"
                         if fixedVolumeNode is not None and movingVolumeNode is not None else "SpacingRegistration BSpline")
-            outputTransformNode = scene.AddNewNodeByClass("vtkMRMLBSplineTransformNode",
-                                                          scene.GenerateUniqueName(baseName))
-        outputTransformNode.SetAndObserveTransformFromParent(scratchNode.GetTransformFromParent())
+            outputTransformNode = scene.AddNewNodeByClass(
+                "vtkMRMLBSplineTransformNode" if initialMatrix is None else "vtkMRMLTransformNode",
+                scene.GenerateUniqueName(baseName))
+        whole = scratchNode.GetTransformFromParent()
+        if initialMatrix is not None:
+            linear = vtk.vtkTransform()
+            linear.SetMatrix(initialMatrix)
+            whole = vtk.vtkGeneralTransform()
+            whole.PostMultiply()  # applied in the order concatenated: the BSpline first, then the initial
+            whole.Concatenate(scratchNode.GetTransformFromParent())
+            whole.Concatenate(linear)
+        outputTransformNode.SetAndObserveTransformFromParent(whole)
         outputTransformNode.CreateDefaultDisplayNodes()
         del scratchNode, scratch
 
