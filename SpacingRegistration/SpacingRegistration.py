@@ -119,9 +119,11 @@ Fillion-Robin, Kitware; Andras Lasso, PerkLab; Steve Pieper, Isomics) and the Sl
 
 def parameterNodeAnnotations() -> dict:
     """name -> (type annotation, default) of every panel parameter, from parameters.parameter_fields()."""
-    from slicer import vtkMRMLBSplineTransformNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode
+    from slicer import (vtkMRMLBSplineTransformNode, vtkMRMLLabelMapVolumeNode, vtkMRMLLinearTransformNode,
+                        vtkMRMLScalarVolumeNode, vtkMRMLTableNode)
 
-    nodeTypes = {cls.__name__: cls for cls in (vtkMRMLBSplineTransformNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode)}
+    nodeTypes = {cls.__name__: cls for cls in (vtkMRMLBSplineTransformNode, vtkMRMLLabelMapVolumeNode,
+                                               vtkMRMLLinearTransformNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode)}
     members = {}
     for field in parameters.parameter_fields():
         if field.kind == "node":
@@ -353,7 +355,8 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
                 self.workflow.fail("Cannot start the registration", error)
             else:
                 self.workflow.startRegistration(node.fixedVolume, node.movingVolume, settings,
-                                                node.outputTransform, node.diagnosisTable)
+                                                node.outputTransform, node.diagnosisTable, node.fixedMask,
+                                                node.initialTransform)
             self._pollTimer.start()
         self._refresh()
 

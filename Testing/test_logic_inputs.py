@@ -3,7 +3,9 @@ child process and the Workflow."""
 
 import testdata  # noqa: F401  (puts SpacingRegistration/ on sys.path)
 
+import json
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import slicer
 import vtk
 
 import SpacingRegistration
-from SpacingRegistrationLib.mrml import bridge
+from SpacingRegistrationLib.mrml import bridge, logic
 from SpacingRegistrationLib.settings import from_dict
 
 #: A shift of the moving blob far beyond what 5 BSpline iterations recover (voxels of 2 mm, along LPS x).
@@ -72,7 +74,7 @@ class LogicInputsTest(unittest.TestCase):
         result = self.logic.register(self.fixed, self.moving, self.FAST, initialTransformNode=initial)
         node = self.logic.lastTransformNode
         self.assertIsNotNone(result.initial_transform)
-        self.assertEqual(node.GetClassName(), "vtkMRMLTransformNode")
+        self.assertEqual(node.GetClassName(), "vtkMRMLBSplineTransformNode")
         errorWith = self._errorMm(node)
         self.assertGreater(errorWithout, 1.5, (errorWithout, without.stop_reason))
         self.assertLess(errorWith, 0.6)
@@ -134,6 +136,31 @@ class LogicInputsTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "initial transform must be a linear.*vtkMRMLScalarVolumeNode"):
             self.logic.register(self.fixed, self.moving, self.FAST, initialTransformNode=self.moving)
         self.assertEqual(self.scene.GetNumberOfNodes(), nodesBefore)
+
+
+    def test_workflow_passes_mask_and_initial_transform(self):
+        from SpacingRegistrationLib.workflow import Workflow
+
+        inside = np.zeros(slicer.util.arrayFromVolume(self.fixed).shape, np.uint8)
+        inside[8:24, 8:24, 8:24] = 1
+        label = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "label")
+        slicer.util.updateVolumeFromArray(label, inside)
+        label.CopyOrientation(self.fixed)
+        with tempfile.TemporaryDirectory() as folder:
+            workflow = Workflow(self.logic, jobsFolder=folder)
+            self.assertTrue(workflow.startRegistration(self.fixed, self.moving, self.FAST, maskNode=label,
+                                                       initialTransformNode=self._linearNode(self.shiftRas)),
+                            workflow.error)
+            deadline = time.monotonic() + 120
+            while workflow.registrationRunning and time.monotonic() < deadline:
+                workflow.poll()
+                time.sleep(0.05)
+            self.assertIsNotNone(workflow.outputs, workflow.error)
+            self.assertLess(self._errorMm(workflow.outputs[0]), 0.6)
+            self.assertEqual(json.loads(workflow.outputs[1].GetAttribute(logic.SUMMARY_ATTRIBUTE))["masked"], True)
+            self.assertFalse(workflow.startRegistration(self.fixed, self.moving, self.FAST,
+                                                        initialTransformNode=self.moving))
+            self.assertIn("linear transform node", workflow.error)
 
 
 if __name__ == "__main__":

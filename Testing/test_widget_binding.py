@@ -91,6 +91,7 @@ class WidgetBindingTest(unittest.TestCase):
                       studyModeNativeDefault=False, studyModeNativeReproducible=True, studyModeNormalisedDefault=False,
                       studyModeNormalisedReproducible=False)
         self.node = ParameterNode(fixedVolume=fixed, movingVolume=moving, outputTransform=None, diagnosisTable=None,
+                                  fixedMask=None, initialTransform=None,
                                   studyFolder=self.folder / "study", **values)
         widget = SpacingRegistration.SpacingRegistrationWidget.__new__(SpacingRegistration.SpacingRegistrationWidget)
         widget.ui, widget._parameterNode, widget._pollTimer, widget._shownErrors = ui(), self.node, Timer(), 0

@@ -14,7 +14,7 @@ from .settings import RegistrationSettings, SettingsError, field_info, from_dict
 from .study_spec import StudySpec
 
 #: Parameter-node parameters that hold nodes.
-NODE_PARAMETERS = ("fixedVolume", "movingVolume", "outputTransform", "diagnosisTable")
+NODE_PARAMETERS = ("fixedVolume", "movingVolume", "fixedMask", "initialTransform", "outputTransform", "diagnosisTable")
 
 
 def parameter_name(path: str) -> str:
@@ -51,6 +51,7 @@ STUDY_PARAMETERS = ("studySpacings", "studyRepeats", *STUDY_MODE_PARAMETERS, "st
 PARAMETER_NAMES = (*NODE_PARAMETERS, *SETTING_PARAMETERS, *STUDY_PARAMETERS)
 #: Node type of each node parameter.
 NODE_TYPES = {"fixedVolume": "vtkMRMLScalarVolumeNode", "movingVolume": "vtkMRMLScalarVolumeNode",
+              "fixedMask": "vtkMRMLLabelMapVolumeNode", "initialTransform": "vtkMRMLLinearTransformNode",
               "outputTransform": "vtkMRMLBSplineTransformNode", "diagnosisTable": "vtkMRMLTableNode"}
 
 

@@ -189,13 +189,15 @@ class Workflow:
     # --- registration ---------------------------------------------------------------------------------------------
 
     def startRegistration(self, fixedVolumeNode, movingVolumeNode, settings, outputTransformNode=None,
-                          outputTableNode=None) -> bool:
-        """Start a registration in a child process; False (and ``error``) when it cannot start."""
+                          outputTableNode=None, maskNode=None, initialTransformNode=None) -> bool:
+        """Start a registration in a child process; False (and ``error``) when it cannot start. ``maskNode`` and
+        ``initialTransformNode`` (optional): see RegistrationLogic.startRegistration."""
         if self.registrationRunning:
             return False
         folder = self._jobFolder("registration")
         try:
-            job = self.logic.startRegistration(fixedVolumeNode, movingVolumeNode, settings, jobFolder=folder)
+            job = self.logic.startRegistration(fixedVolumeNode, movingVolumeNode, settings, jobFolder=folder,
+                                               maskNode=maskNode, initialTransformNode=initialTransformNode)
         except Exception as error:  # noqa: BLE001 - shown to the user
             self._discard(folder)
             self.fail("Cannot start the registration", error)

@@ -231,9 +231,10 @@ class RegistrationLogic:
         """(transformNode, tableNode) for a RegistrationResult (main thread).
 
         With an initial transform (``initialMatrix``: its fixed-to-moving RAS matrix) the node holds the whole
-        mapping, initial(bspline(x)), as one composite transform (a new node is a plain vtkMRMLTransformNode, as
-        Slicer loads an ITK composite; it is saved as .h5): placing the moving volume under this one node aligns
-        it, as without an initial transform, and the user's initial transform node stays untouched.
+        mapping, initial(bspline(x)), as one composite (vtkGeneralTransform) TransformFromParent, still in a
+        BSpline transform node (the panel's output selector and parameter take that class): placing the moving volume
+        under this one node aligns it, as without an initial transform, and the user's initial transform node is
+        untouched (making it the BSpline's child instead would change the user's node).
 
         The transform node (given, else a new vtkMRMLBSplineTransformNode) gets the result as its
         TransformFromParent: set it as the moving volume's parent transform to see the moving volume aligned.
@@ -266,9 +267,8 @@ class RegistrationLogic:
         if outputTransformNode is None:
             baseName = (f"{movingVolumeNode.GetName()}-to-{fixedVolumeNode.GetName()} BSpline"
                         if fixedVolumeNode is not None and movingVolumeNode is not None else "SpacingRegistration BSpline")
-            outputTransformNode = scene.AddNewNodeByClass(
-                "vtkMRMLBSplineTransformNode" if initialMatrix is None else "vtkMRMLTransformNode",
-                scene.GenerateUniqueName(baseName))
+            outputTransformNode = scene.AddNewNodeByClass("vtkMRMLBSplineTransformNode",
+                                                          scene.GenerateUniqueName(baseName))
         whole = scratchNode.GetTransformFromParent()
         if initialMatrix is not None:
             linear = vtk.vtkTransform()
