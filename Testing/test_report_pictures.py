@@ -1,5 +1,6 @@
 """The report's pictures: maps over the anatomy (decoded back from their PNGs) and charts that read (integer count
-axes from zero, log axes with bit-identical zeros shown as such, modes in words, restart markers, grid over the image)."""
+axes from zero, log axes with bit-identical zeros shown as such, modes in words, restart markers, grid over the
+image)."""
 
 import base64
 import re
@@ -262,7 +263,8 @@ class ChartsTest(unittest.TestCase):
         chart = svg.bar_chart(["1"], {"native-default": [1], "normalised-reproducible": [2]}, "t", "runs")
         legend = re.findall(r'<g class="legend-entry">.*?<text[^>]*>([^<]*)</text>', chart)
         self.assertEqual(legend, [svg.MODE_NAMES["native-default"], svg.MODE_NAMES["normalised-reproducible"]])
-        self.assertEqual(svg.mode_name("Metric (native-reproducible)"), "Metric (native units, one thread (reproducible))")
+        self.assertEqual(svg.mode_name("Metric (native-reproducible)"),
+                         "Metric (native units, one thread (reproducible))")
         self.assertEqual(set(svg.MODE_NAMES), {"native-default", "native-reproducible", "normalised-default",
                                                "normalised-reproducible"})
 

@@ -73,7 +73,7 @@ def displacement_maps(fixed: sitk.Image, field_voxels_magnitude: np.ndarray, jac
     fixed_array = _fixed_array(fixed)
     determinant = _checked("jacobian", jacobian, fixed_array.shape)
     mask_array = None if mask is None else _checked("mask", mask, fixed_array.shape).astype(bool)
-    finite = determinant[np.isfinite(determinant)] if mask_array is None else determinant[mask_array & np.isfinite(determinant)]
+    finite = determinant[np.isfinite(determinant) & (True if mask_array is None else mask_array)]
     span = max(float(np.abs(finite - 1).max()) if finite.size else 0.0, 0.05)
     folding = int((finite <= 0).sum())
     index = _slice_index(-determinant if folding else np.abs(determinant - 1), mask_array, slices)
@@ -274,7 +274,8 @@ def _bar_parts(bar: list, height: float) -> list[str]:
     stops, ticks, caption, swatch = bar
     gradient_id = f"bar{zlib.crc32(repr((stops, caption)).encode()):08x}"
     parts = [f'<defs><linearGradient id="{gradient_id}" x1="0" y1="1" x2="0" y2="0">'
-             + "".join(f'<stop offset="{p:.3f}" stop-color="rgb{tuple(int(c) for c in colour)}"/>' for p, colour in stops)
+             + "".join(f'<stop offset="{p:.3f}" stop-color="rgb{tuple(int(c) for c in colour)}"/>'
+                       for p, colour in stops)
              + "</linearGradient></defs>",
              f'<rect x="0" y="0" width="{_BAR_WIDTH}" height="{height:.1f}" fill="url(#{gradient_id})" stroke="#444"/>']
     for level, label in ticks:

@@ -63,7 +63,9 @@ def _log_ticks(low_exponent: float, high_exponent: float) -> list[float]:
 
 
 def tick_label(value: float) -> str:
-    return f"{value:.4g}" if value == 0 or 1e-3 <= abs(value) < 1e5 else f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4g}"
+    return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
 class _Axes:
@@ -174,7 +176,8 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x
         log_y = (bool(positive) and all(y >= 0 for _, y in points)
                  and max(positive) / min(positive) > LOG_SPAN)
     log_y = bool(log_y and positive)
-    extra = [reference[1]] if reference is not None and _finite(reference[1]) and (reference[1] > 0 or not log_y) else []
+    drawn_reference = reference is not None and _finite(reference[1]) and (reference[1] > 0 or not log_y)
+    extra = [reference[1]] if drawn_reference else []
     shown = [p for p in points if p[1] > 0] if log_y else points
     zeros = [p for p in points if p[1] == 0] if log_y else []
     all_zero = all(y == 0 for _, y in points)  # everything bit-identical: an axis from 0, not from -1
@@ -201,20 +204,23 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x
             coordinates = " ".join(f"{axes.x(x):.1f},{axes.y(y):.1f}" for x, y in run)
             parts.append(f'<polyline points="{coordinates}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
             if len(run) == 1 and markers is not True:  # a lone point has no line to show it
-                parts.append(f'<circle cx="{axes.x(run[0][0]):.1f}" cy="{axes.y(run[0][1]):.1f}" r="3" fill="{colour}"/>')
+                (x, y), = run
+                parts.append(f'<circle cx="{axes.x(x):.1f}" cy="{axes.y(y):.1f}" r="3" fill="{colour}"/>')
         if markers is True:
             parts.extend(f'<circle cx="{axes.x(x):.1f}" cy="{axes.y(y):.1f}" r="3" fill="{colour}"/>'
                          for x, y in zip(xs, ys) if y > 0 or not log_y)
         if log_y:  # side by side where several series are bit-identical at the same x
             offset = (i - (len(series) - 1) / 2) * 4
-            parts.extend(f'<path class="bit-identical" d="M{axes.x(x) + offset:.1f},{zero_row - 5} l5,5 l-5,5 l-5,-5 z" '
+            parts.extend(f'<path class="bit-identical" d="M{axes.x(x) + offset:.1f},{zero_row - 5} '
+                         f'l5,5 l-5,5 l-5,-5 z" '
                          f'fill="none" stroke="{colour}" stroke-width="1.5"><title>{escape(mode_name(name))}: '
                          f'0 (bit-identical) at {x:g}</title></path>' for x, y in zip(xs, ys) if y == 0)
     return _chart(parts, list(series), height=HEIGHT + (24 if zeros else 0))
 
 
 def _all_zero_note(axes: _Axes) -> str:
-    return (f'<text class="all-zero" x="{MARGIN["left"] + axes.plot_width / 2}" y="{MARGIN["top"] + axes.plot_height / 2}" '
+    return (f'<text class="all-zero" x="{MARGIN["left"] + axes.plot_width / 2}" '
+            f'y="{MARGIN["top"] + axes.plot_height / 2}" '
             f'text-anchor="middle" fill="#555">every value is 0 (bit-identical)</text>')
 
 
