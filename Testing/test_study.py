@@ -182,11 +182,11 @@ class SpecTest(unittest.TestCase):
 
 
 class _CellReader(html.parser.HTMLParser):
-    """Cells of the report's tables, by table id."""
+    """Cells of the report's tables, by table id: each cell's full-precision data-value (the text is rounded)."""
 
     def __init__(self):
         super().__init__()
-        self.tables, self.table, self.cell = {}, None, None
+        self.tables, self.table = {}, None
 
     def handle_starttag(self, tag, attributes):
         attributes = dict(attributes)
@@ -195,17 +195,11 @@ class _CellReader(html.parser.HTMLParser):
         elif tag == "tr" and self.table is not None:
             self.table.append({})
         elif tag == "td":
-            self.cell = attributes["data-column"]
+            self.table[-1][attributes["data-column"]] = attributes["data-value"]
 
     def handle_endtag(self, tag):
         if tag == "table":
             self.table = None
-        elif tag == "td":
-            self.cell = None
-
-    def handle_data(self, data):
-        if self.cell is not None:
-            self.table[-1][self.cell] = self.table[-1].get(self.cell, "") + data
 
 
 class ReportTest(unittest.TestCase):

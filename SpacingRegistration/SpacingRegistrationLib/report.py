@@ -9,9 +9,11 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from . import svg
+from . import anatomy_maps, svg
+from .advice import from_study
 from .grid import grid_geometry
 from .images import read_image, with_spacing
+from .study_diagnosis import NEGLIGIBLE_SPREAD_VOXELS, SAME_FIELD_VOXELS
 from .study_store import StudyStore
 from .variability import StudyAnalysis, total_iterations
 
@@ -39,12 +41,50 @@ def group_columns(analysis: StudyAnalysis) -> tuple[str, ...]:
     return GROUP_COLUMNS + (ERROR_GROUP_COLUMNS if analysis.truth else ())
 
 
+#: Table headers in words, with units (the CSV and JSON keep the field names).
+COLUMN_LABELS = {
+    "run_id": "run", "mode": "mode", "spacing": "spacing (mm)", "repeat": "repeat", "seed": "seed",
+    "moved": "moved", "stop_reason": "stop reason", "iterations_per_run": "iterations per libLBFGS run",
+    "iterations": "iterations", "metric_reported": "metric (reported)", "metric_reevaluated": "metric (re-evaluated)",
+    "max_coefficient_voxels": "max coefficient (voxels)", "max_displacement_voxels": "max displacement (voxels)",
+    "min_jacobian_determinant": "min Jacobian determinant",
+    "sufficient_decrease_load": "line-search load (failure near 1)",
+    "first_trial_step_voxels": "first trial step (voxels)", "work_units": "work units", "time_s": "time (s)",
+    "runs": "runs", "never_moved": "runs that never moved", "bitwise_identical": "repeats bit-identical",
+    "iterations_min": "iterations min", "iterations_max": "iterations max", "stop_reasons": "stop reasons",
+    "metric_reported_relative_spread": "metric spread, reported (relative)",
+    "metric_reevaluated_relative_spread": "metric spread, re-evaluated (relative)",
+    "spread_voxels_mean": "run-to-run spread, mean (voxels)", "spread_voxels_max": "run-to-run spread, max (voxels)",
+    "spread_mm_max": "run-to-run spread, max (mm)", "relative_spread": "spread / mean displacement",
+    "difference_from_reference_voxels_max": "difference from the reference spacing, max (voxels)",
+    **{f"error_{name}": "error, " + name.replace("_voxels", " (voxels)").replace("_mm", " (mm)").replace("p95", "95th pct")
+       for name in ERROR_FIGURES},
+    "error_relative_to_identity": "error / doing nothing's", "error_worst_mean_voxels": "worst seed's mean error (voxels)",
+    "error_worst_seed": "worst seed", "identity_error_mean_voxels": "doing nothing's mean error (voxels)",
+}
+#: Columns whose differences matter further down than three significant digits.
+_PRECISE_COLUMNS = ("metric_reported", "metric_reevaluated")
+
+
 def number(value) -> str:
-    """How every number appears in the HTML (tests compare it with the JSON)."""
+    """A value at full precision, as the JSON holds it (each table cell's data-value; tests compare them)."""
     if isinstance(value, bool) or value is None:
         return str(value)
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def shown(value, column: str = "") -> str:
+    """A value as people read it: three significant digits (five for metrics), yes/no, a dash for none."""
+    if value is None:
+        return "\u2014"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.6g}"
+        if value == 0:
+            return "0"
+        return f"{value:.5g}" if column in _PRECISE_COLUMNS else f"{value:.3g}"
+    if column == "mode":
+        return svg.mode_name(value)
     return str(value)
 
 
@@ -118,9 +158,10 @@ def _write_csv(path: Path, columns, records):
 
 
 def _table(columns, records, table_id: str) -> str:
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f'<td data-column="{c}">{escape(number(r[c]))}</td>' for c in columns) + "</tr>"
-                   for r in records)
+    """Labels with units and rounded values; each cell's data-value holds the full-precision number."""
+    head = "".join(f'<th title="{escape(c)}">{escape(COLUMN_LABELS.get(c, c))}</th>' for c in columns)
+    body = "".join("<tr>" + "".join(f'<td data-column="{c}" data-value="{escape(number(r[c]))}">'
+                                    f"{escape(shown(r[c], c))}</td>" for c in columns) + "</tr>" for r in records)
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -132,8 +173,8 @@ def _plots(store: StudyStore, analysis: StudyAnalysis, rows: list[dict]) -> list
                                                             [r["metric"] for r in row["trace"]])
                   for row in rows if row["mode"] == mode}
         figures.append(svg.line_chart(series, f"Metric per iteration event ({mode})", "iteration event",
-                                      "sampled metric"))
-    categories = [f"{s:g}" for s in spec.spacings]
+                                      "sampled metric", log_y=False))
+    categories = [f"{s:g} mm" for s in spec.spacings]
 
     def per_mode(value):
         return {mode: [next((value(g) for g in analysis.groups if g.mode == mode and g.spacing == s), float("nan"))
@@ -141,8 +182,8 @@ def _plots(store: StudyStore, analysis: StudyAnalysis, rows: list[dict]) -> list
 
     figures.append(svg.bar_chart(categories, per_mode(lambda g: g.iterations["mean"]),
                                  "Mean iterations per spacing", "iterations (all libLBFGS runs)"))
-    figures.append(svg.bar_chart(categories, per_mode(lambda g: float(g.never_moved)),
-                                 "Runs that never moved, per spacing", "runs"))
+    figures.append(svg.bar_chart(categories, per_mode(lambda g: g.never_moved),
+                                 "Runs that never moved, per spacing", "runs", counts=True))
     log_x = min(spec.spacings) > 0 and max(spec.spacings) / min(spec.spacings) > 20
     spreads = {mode: (list(spec.spacings), values) for mode, values in per_mode(lambda g: g.spread_voxels["max"]).items()}
     figures.append(svg.line_chart(spreads, "Run-to-run spread vs spacing", "spacing (mm)", "max spread (voxels)",
@@ -159,33 +200,120 @@ def _plots(store: StudyStore, analysis: StudyAnalysis, rows: list[dict]) -> list
                                       "mean error over repeats (voxels)", log_x=log_x, markers=True,
                                       reference=(f"doing nothing {identity:.3g}", identity)))
     figures.append(_grid_figure(store, analysis.reference_spacing))
-    for group in analysis.groups:
-        if group.spread_map and group.spread_voxels["max"] > 0:
-            spread = sitk.GetArrayFromImage(sitk.ReadImage(group.spread_map))
-            figures.append(svg.heatmap(spread[spread.shape[0] // 2],
-                                       f"Per-voxel spread, middle slice ({group.mode}, s={group.spacing:g})", "voxels"))
+    maps = _spread_maps(store, analysis)
+    if maps:
+        figures.append(maps)
     return figures
 
 
+def _spread_maps(store: StudyStore, analysis: StudyAnalysis) -> str:
+    """Every group's per-voxel spread over the fixed image, on one shared colour scale (with the study's mask).
+    Spreads of rounding size (at most NEGLIGIBLE_SPREAD_VOXELS) are left out: their map is noise."""
+    overlays = {f"{svg.mode_name(g.mode)}, spacing {g.spacing:g}": sitk.GetArrayFromImage(sitk.ReadImage(g.spread_map))
+                for g in analysis.groups if g.spread_map and g.spread_voxels["max"] > NEGLIGIBLE_SPREAD_VOXELS}
+    if not overlays:
+        return ""
+    return anatomy_maps.slice_maps(read_image(store.fixed_path), overlays, "voxels",
+                                   "Run-to-run spread per voxel (largest distance of a repeat from the repeats' mean)",
+                                   mask=store.mask_array(), slices="middle")
+
+
 def _grid_figure(store: StudyStore, spacing: float) -> str:
-    """The reference spacing's grid against the image extent, in the x-y plane."""
+    """The reference spacing's grid against the image extent, in the x-y plane, over the middle axial slice."""
     run = next(r for r in store.spec.runs() if r.spacing == spacing and r.run_id in store.rows)
     image = with_spacing(read_image(store.fixed_path), spacing)
     geometry = grid_geometry(store.read_transform(run.run_id), image)
     corners, domain = geometry.image_corners, geometry.domain_corners
+    background, extent_x, extent_y = anatomy_maps.axial_background(image)
     return svg.grid_picture(geometry.axis_positions[0], geometry.axis_positions[1],
                             (float(corners[:, 0].min()), float(corners[:, 0].max())),
                             (float(corners[:, 1].min()), float(corners[:, 1].max())),
                             (float(domain[:, 0].min()), float(domain[:, 0].max())),
                             (float(domain[:, 1].min()), float(domain[:, 1].max())),
                             f"Control grid at spacing {spacing:g}: {geometry.inside_count} of "
-                            f"{geometry.inside_count + geometry.outside_count} control points inside the image")
+                            f"{geometry.inside_count + geometry.outside_count} control points inside the image",
+                            background=background, background_extent=(extent_x, extent_y))
+
+
+#: The summary box's questions, in the order a reader asks them, one line per diagnosis kind present.
+SUMMARY_QUESTIONS = {"spacing_effect": "Does the result depend on the spacing?",
+                     "normalised_units": "Do normalised units remove it?",
+                     "threads": "Does it depend on the threads?",
+                     "identity_run": "Did any run not move?",
+                     "accuracy": "Which configuration is closest to the known deformation?"}
+
+
+def _summary_lines(analysis: StudyAnalysis, advice: list) -> list[tuple[str, str, str]]:
+    """(kind, question, answer with its figure) per diagnosis kind present, then the advice."""
+    by_kind: dict[str, list[dict]] = {}
+    for statement in analysis.statements:
+        by_kind.setdefault(statement["kind"], []).append(statement)
+    lines = []
+    for kind, statements in sorted(by_kind.items(), key=lambda item: list(SUMMARY_QUESTIONS).index(item[0])
+                                   if item[0] in SUMMARY_QUESTIONS else len(SUMMARY_QUESTIONS)):
+        f = statements[0]["figures"]
+        if kind == "spacing_effect":
+            answer = (f"Yes: at spacing {f['spacing']:g} the result differs from spacing {f['reference_spacing']:g} "
+                      f"by up to {f['max_difference_voxels']:.3g} voxels ({svg.mode_name(f['mode'])}).")
+        elif kind == "normalised_units":
+            removed = f["max_difference_voxels"] <= SAME_FIELD_VOXELS
+            answer = (f"{'Yes' if removed else 'No'}: across spacings normalised units differ by up to "
+                      f"{f['max_difference_voxels']:.2g} voxels"
+                      + ("" if f["native_max_difference_voxels"] is None
+                         else f" (native units: {f['native_max_difference_voxels']:.3g})") + ".")
+        elif kind == "threads":
+            real = [s["figures"] for s in statements if not s["figures"]["negligible"]]
+            worst = max(real or [s["figures"] for s in statements], key=lambda g: g["spread_max_voxels"])
+            spacings = ", ".join(f"{s['figures']['spacing']:g}" for s in statements)
+            answer = ((f"Yes: with several work units repeats with the same seed differ by up to "
+                       f"{worst['spread_max_voxels']:.3g} voxels (spacing {worst['spacing']:g}, {worst['units']} units);"
+                       f" with one work unit they are bit-identical." if real else
+                       f"Only by rounding: repeats with the same seed differ by at most "
+                       f"{worst['spread_max_voxels']:.2g} voxels, below {NEGLIGIBLE_SPREAD_VOXELS:g}.")
+                      + f" Spacings: {spacings}.")
+        elif kind == "identity_run":
+            never = sum(s["figures"]["never_moved"] for s in statements)
+            total = sum(s["figures"]["runs"] for s in statements)
+            where = ", ".join(f"{svg.mode_name(s['figures']['mode'])} at {s['figures']['spacing']:g}" for s in statements)
+            answer = (f"Yes: {never} of {total} runs in those groups never moved ({where}); their zero variability is "
+                      "a registration that did not happen.")
+        else:  # accuracy
+            if "mean_voxels" not in f:
+                answer = f"None: no run moved, so every error is doing nothing's ({f['identity_mean_voxels']:.3g} voxels)."
+            else:
+                answer = (f"{svg.mode_name(f['mode'])} at spacing {f['spacing']:g}: mean error {f['mean_voxels']:.3g} "
+                          f"voxels (95th percentile {f['p95_voxels']:.3g}, {f['mean_mm']:.3g} mm) against "
+                          f"{f['identity_mean_voxels']:.3g} for doing nothing.")
+                if len(f["worse_than_identity"]) == sum(1 for g in analysis.groups if g.moved):
+                    answer = "None beats doing nothing. Best: " + answer
+        lines.append((kind, SUMMARY_QUESTIONS.get(kind, kind), answer))
+    if advice:
+        recommended = next((r for r in advice if r.kind in ("recommended", "warning")), advice[0])
+        others = sum(r.kind == "negligible" for r in advice)
+        text = svg.mode_name(recommended.text).rstrip(".") + "." + (
+            f" {others} other configuration(s) are as good within the seed-to-seed spread." if others else "")
+        lines.append(("advice", "Which configuration to use, and why?", text))
+    return lines
+
+
+def _summary(analysis: StudyAnalysis, advice: list) -> str:
+    lines = _summary_lines(analysis, advice)
+    items = "".join(f'<li data-kind="{kind}"><b>{escape(question)}</b> {escape(answer)}</li>'
+                    for kind, question, answer in lines) or "<li>No finding: see the tables.</li>"
+    return f'<section id="summary"><h2>Summary</h2><ul>{items}</ul></section>'
+
+
+def _statement_item(statement: dict) -> str:
+    """A diagnosis statement in words, the JSON figures behind it folded away."""
+    figures = escape(json.dumps(statement["figures"], indent=1, default=float))
+    return (f'<li data-kind="{statement["kind"]}">{escape(svg.mode_name(statement["text"]))}'
+            f"<details><summary>figures</summary><pre>{figures}</pre></details></li>")
 
 
 def _html(store, analysis, rows, runs, groups) -> str:
-    statements = "".join(
-        f"<li><b>{escape(s['kind'])}</b>: {escape(s['text'])}<br><small>{escape(json.dumps(s['figures'], default=float))}"
-        f"</small></li>" for s in analysis.statements) or "<li>No finding: see the tables.</li>"
+    statements = "".join(map(_statement_item, analysis.statements)) or "<li>No finding: see the tables.</li>"
+    advice = from_study(analysis) if analysis.truth else []
+    advice_items = "".join(f'<li data-kind="{r.kind}">{escape(svg.mode_name(r.text))}</li>' for r in advice)
     figures = "".join(f"<figure>{f}</figure>" for f in _plots(store, analysis, rows))
     spec = escape(json.dumps(store.spec.to_dict(), indent=1))
     truth = ""
@@ -194,18 +322,21 @@ def _html(store, analysis, rows, runs, groups) -> str:
         truth = (f'<p id="truth">Known deformation: {escape(analysis.truth["source"])}. Errors are the distance '
                  f"between the recovered and the known displacement in voxels of each run's image (mm of the "
                  f"native image), over the {escape(analysis.truth['region'])} ({analysis.truth['voxels']} voxels). "
-                 f"Doing nothing (identity): mean {number(identity['mean_voxels'])}, 95th percentile "
-                 f"{number(identity['p95_voxels'])}, max {number(identity['max_voxels'])} voxels.</p>")
+                 f"Doing nothing (identity): mean {shown(identity['mean_voxels'])}, 95th percentile "
+                 f"{shown(identity['p95_voxels'])}, max {shown(identity['max_voxels'])} voxels.</p>")
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>SpacingRegistration study</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}} figure{{display:inline-block;margin:8px}}
-pre{{background:#f4f4f4;padding:8px;font-size:11px}}</style></head><body>
-<h1>SpacingRegistration study</h1>
+pre{{background:#f4f4f4;padding:8px;font-size:11px}} th{{background:#f0f0f0;vertical-align:bottom}}
+#summary{{border:2px solid #1f77b4;background:#f3f8fc;padding:4px 16px;margin:1em 0}} #summary li{{margin:4px 0}}
+details summary{{cursor:pointer;color:#555;font-size:12px}}</style></head><body>
+<h1>SpacingRegistration study</h1>{_summary(analysis, advice)}
 <p>{len(runs)} finished runs of {len(store.spec.runs())}; reference spacing {analysis.reference_spacing:g}.
 Displacements are compared in voxels of each run's image; spread = per-voxel largest distance of a repeat
 from the repeats' mean field.</p>{truth}
 <h2>Diagnosis</h2><ul id="diagnosis">{statements}</ul>
+{f'<h2>Advice</h2><ul id="advice">{advice_items}</ul>' if advice_items else ""}
 <h2>Per spacing and mode</h2>{_table(group_columns(analysis), groups, "groups")}
 <h2>Plots</h2>{figures}
 <h2>Runs</h2>{_table(run_columns(analysis), runs, "runs")}
