@@ -141,6 +141,8 @@ class SpacingRegistrationWebApp:
         s.volumes = []
         s.fixed_id = None
         s.moving_id = None
+        s.mask_id = None
+        s.initial_path = ""
         s.paths_text = ""
         s.upload_files = None
         for name in FORM_FIELDS:
@@ -364,9 +366,40 @@ class SpacingRegistrationWebApp:
             except SettingsError as error:
                 self.workflow.fail("Cannot start the registration", error)
             else:
-                self.workflow.startRegistration(self._nodeById(self.state.fixed_id),
-                                                self._nodeById(self.state.moving_id), settings)
+                initial = self._initialTransformNode()
+                if initial is not False:
+                    self.workflow.startRegistration(self._nodeById(self.state.fixed_id),
+                                                    self._nodeById(self.state.moving_id), settings,
+                                                    maskNode=self._nodeById(self.state.mask_id),
+                                                    initialTransformNode=initial)
         self._startPolling()
+
+    def _initialTransformNode(self):
+        """The linear transform node read from the initial-transform file (None without one; False, with the
+        error shown, when it cannot be read). A file read before is reused, not read again."""
+        path = (self.state.initial_path or "").strip()
+        if not path:
+            return None
+        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLLinearTransformNode")):
+            node = self.scene.GetNthNodeByClass(i, "vtkMRMLLinearTransformNode")
+            if node.GetAttribute("SpacingRegistration.Web.InitialPath") == path:
+                return node
+        if not pathlib.Path(path).is_file():
+            self.workflow.fail(f"Cannot start the registration: initial transform {path}: no such file")
+            return False
+        storage = self.scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+        storage.SetFileName(path)
+        node = self.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode",
+                                            self.scene.GenerateUniqueName(pathlib.Path(path).stem or "initial"))
+        if not storage.ReadData(node) or not node.IsLinear():
+            self.scene.RemoveNode(node)
+            self.scene.RemoveNode(storage)
+            self.workflow.fail(f"Cannot start the registration: initial transform {path}: not a readable linear "
+                               "transform file (.tfm, .h5, .txt)")
+            return False
+        node.SetAndObserveStorageNodeID(storage.GetID())
+        node.SetAttribute("SpacingRegistration.Web.InitialPath", path)
+        return node
 
     def onRunStudy(self):
         if self.workflow.studyRunning:
@@ -465,6 +498,11 @@ class SpacingRegistrationWebApp:
                           density="compact", clearable=True)
                 v.VSelect(label="Moving volume", v_model=("moving_id",), items=("volumes",), id="moving-select",
                           density="compact", clearable=True)
+                v.VSelect(label="Fixed mask (optional; non-zero = inside)", v_model=("mask_id",), items=("volumes",),
+                          id="mask-select", density="compact", clearable=True)
+                v.VTextField(label="Initial transform file on the server (optional; linear, fixed to moving, "
+                             "e.g. General Registration's .tfm/.h5)", v_model=("initial_path",),
+                             id="initial-path", density="compact", clearable=True)
                 v.VTextarea(label="Volume file paths on the server (one per line)", v_model=("paths_text",),
                             rows=2, density="compact", id="paths-text")
                 with html.Div(classes="d-flex flex-wrap ga-2"):
