@@ -279,21 +279,6 @@ def bar_chart(categories: list[str], series: dict[str, list[float]], title: str,
     return _chart(parts, list(series))
 
 
-def heatmap(values: np.ndarray, title: str, unit: str, pixel: int = 5) -> str:
-    """A 2D array as white-to-red cells (the maximum labelled)."""
-    rows, columns = values.shape
-    high = float(values.max()) or 1.0
-    parts = [f'<text x="0" y="14" font-weight="bold">{escape(title)}</text>']
-    for r in range(rows):
-        for c in range(columns):
-            level = values[r, c] / high
-            fade = int(255 * (1 - level))
-            parts.append(f'<rect x="{c * pixel}" y="{20 + r * pixel}" width="{pixel}" height="{pixel}" '
-                         f'fill="rgb(255,{fade},{fade})"/>')
-    parts.append(f'<text x="0" y="{34 + rows * pixel}">white 0, red {high:.3g} {escape(unit)}</text>')
-    return _svg(parts, width=max(columns * pixel, 240), height=40 + rows * pixel)
-
-
 def png_bytes(pixels: np.ndarray) -> bytes:
     """A PNG file of 8-bit pixels: [rows, columns] grey, [.., 3] RGB or [.., 4] RGBA (zlib, no dependency)."""
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
