@@ -248,10 +248,11 @@ def study_spec_from_arguments(arguments) -> StudySpec:
 
 
 def _run_and_report(spec: StudySpec, fixed, moving, output: Path, executor: str, workers, scheduler,
-                    truth=None, mask=None) -> int:
+                    truth=None, mask=None, initial_transform=None) -> int:
     with _cancel_on_interrupt() as cancel:
         outcome = run_study(spec, fixed, moving, output, executor=executor, workers=workers, scheduler=scheduler,
-                            progress=_print_study_progress, cancel=cancel, truth=truth, mask=mask)
+                            progress=_print_study_progress, cancel=cancel, truth=truth, mask=mask,
+                            initial_transform=initial_transform)
     print(file=sys.stderr)
     store = outcome.store
     print(f"{len(outcome.completed)} run(s) done now, {len(outcome.skipped)} already finished, "
@@ -285,7 +286,8 @@ def _write_study_report(store, folder: Path, truth=None):
 def command_study(arguments) -> int:
     spec = study_spec_from_arguments(arguments)
     return _run_and_report(spec, arguments.fixed, arguments.moving, arguments.output, arguments.executor,
-                           arguments.workers, arguments.scheduler, arguments.truth, arguments.mask)
+                           arguments.workers, arguments.scheduler, arguments.truth, arguments.mask,
+                           arguments.initial_transform)
 
 
 def command_report(arguments) -> int:
@@ -484,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--truth", type=Path, help=TRUTH_HELP + ", stored with the study")
     study.add_argument("--mask", type=Path, help="fixed-image mask for every run's metric and statistics, stored "
                        "with the study (a resume need not name it again)")
+    study.add_argument("--initial-transform", type=Path, help="transform file (fixed to moving, e.g. a rigid or "
+                       "affine result) composed before every run's BSpline, stored with the study (a resume need not "
+                       "name it again); the error and displacement describe the whole mapping")
     add_study_arguments(study)
     add_settings_arguments(study)
     study.set_defaults(handler=command_study)

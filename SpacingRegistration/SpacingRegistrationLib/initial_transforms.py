@@ -13,6 +13,7 @@ type; nothing needs to be refused.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +57,32 @@ def conjugate(transform: sitk.Transform, space_map: sitk.AffineTransform | None)
     return sitk.CompositeTransform([space_map, transform, space_map.GetInverse()])
 
 
+def in_result_space(initial: sitk.Transform, fixed: sitk.Image, spacing_override: float | None) -> sitk.Transform:
+    """The initial transform in the space of a result registered with ``spacing_override`` (None: the file's),
+    where that result's BSpline lives. ``fixed`` is the fixed image as read (before the override)."""
+    if spacing_override is None:
+        return initial
+    return conjugate(initial, override_map(fixed, spacing_override))
+
+
+def fingerprint(transform: sitk.Transform) -> str:
+    """SHA-256 of a transform's type and parameters (every part of a composite), rounded to 12 significant digits:
+    a transform written to a text file and read back keeps this fingerprint."""
+    digest = hashlib.sha256()
+    parts = [transform.GetNthTransform(i) for i in range(transform.GetNumberOfTransforms())] \
+        if isinstance(transform, sitk.CompositeTransform) else [transform]
+    for part in parts:
+        part = part.Downcast() if type(part) is sitk.Transform else part
+        values = [float(f"{v:.12g}") + 0.0 for v in (*part.GetParameters(), *part.GetFixedParameters())]
+        digest.update(repr((part.GetName(), values)).encode())
+    return digest.hexdigest()
+
+
 def work_spaces(initial: sitk.Transform, fixed: sitk.Image, settings: RegistrationSettings, factor: float,
                 origin) -> tuple[sitk.Transform, sitk.Transform]:
     """The initial transform in the result's space (after any spacing override) and in the optimiser's space
     (normalised units when on). ``fixed`` is the fixed image as read (before the override)."""
-    result_space = initial
-    if settings.spacing_override is not None:
-        result_space = conjugate(initial, override_map(fixed, settings.spacing_override))
+    result_space = in_result_space(initial, fixed, settings.spacing_override)
     work_space = conjugate(result_space, normalised_map(factor, origin)) if settings.normalised_units \
         else result_space
     return result_space, work_space

@@ -66,7 +66,8 @@ def task_for(run: Run, store: StudyStore) -> dict:
         settings = settings.replace(number_of_threads=sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
     return {"run_id": run.run_id, "mode": run.mode, "spacing": run.spacing, "repeat": run.repeat, "seed": run.seed,
             "settings": to_dict(settings), "fixed": str(store.fixed_path), "moving": str(store.moving_path),
-            "mask": str(store.mask_path) if store.mask_path.is_file() else None}
+            "mask": str(store.mask_path) if store.mask_path.is_file() else None,
+            "initial_transform": str(store.initial_path) if store.initial_path.is_file() else None}
 
 
 @functools.lru_cache(maxsize=4)
@@ -78,7 +79,7 @@ def execute_task(task: dict, cancel=None) -> dict:
     """Run one registration; the payload holds the summary, the trace and the transform's parameters."""
     mask = _read(task["mask"]) if task.get("mask") else None
     result = registration.run(_read(task["fixed"]), _read(task["moving"]), from_dict(task["settings"]), cancel=cancel,
-                              mask=mask)
+                              mask=mask, initial_transform=task.get("initial_transform"))
     payload = {key: task[key] for key in ("run_id", "mode", "spacing", "repeat", "seed")}
     payload.update(cancelled=result.cancelled, summary=result.summary(),
                    trace=[dataclasses.asdict(record) for record in result.trace],
@@ -104,7 +105,7 @@ def _execute_in_worker(task: dict) -> dict:
 def run_study(spec: StudySpec, fixed, moving, output, executor: str = "pool", workers: int | None = None,
               scheduler: str | None = None, progress: ProgressCallback | None = None,
               cancel: threading.Event | None = None, memory_limit_bytes: int | None = None,
-              truth=None, mask=None) -> StudyOutcome:
+              truth=None, mask=None, initial_transform=None) -> StudyOutcome:
     """Run every pending run of ``spec`` on ``fixed``/``moving`` (images or file paths) into ``output``.
 
     ``executor``: ``sequential`` (in this process), ``pool`` (``workers`` processes, default one per
@@ -114,7 +115,9 @@ def run_study(spec: StudySpec, fixed, moving, output, executor: str = "pool", wo
     against ``memory_limit_bytes`` (default: what this machine has available; Dask workers check their own).
     ``truth`` (a known deformation, see :func:`study_store.create_or_open`) is stored with the study; the
     analysis measures every run's error against it. ``mask`` (a fixed-image mask, see :mod:`masks`) is stored
-    with the study too; every run's metric and statistics use it.
+    with the study too; every run's metric and statistics use it. ``initial_transform`` (a file or a transform,
+    see :mod:`initial_transforms`) is stored with the study and composed before every run's BSpline; a resume
+    need not name it again.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -127,7 +130,7 @@ def run_study(spec: StudySpec, fixed, moving, output, executor: str = "pool", wo
         concurrent = min(workers or os.cpu_count() or 1, len(spec.runs())) if executor == "pool" else 1
         for run in spec.runs():
             resources.check_registration_memory(fixed, moving, run.settings, memory_limit_bytes, concurrent)
-    store = create_or_open(output, spec, fixed, moving, truth, mask)
+    store = create_or_open(output, spec, fixed, moving, truth, mask, initial_transform)
     outcome = StudyOutcome(store, skipped=sorted(store.rows))
     pending = store.pending()
     total = len(spec.runs())

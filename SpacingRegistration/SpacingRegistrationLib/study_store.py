@@ -6,6 +6,8 @@ Layout::
     inputs/fixed.nrrd, inputs/moving.nrrd
     inputs/truth.nrrd        the known deformation on the fixed grid, when the study has one
     inputs/mask.nrrd         the fixed-image mask (0/1 on the fixed grid) of every run, when the study has one
+    inputs/initial.tfm       the initial transform composed before every run's BSpline, when the study has one
+                             (inputs/initial.h5 for a composite, which a text file cannot always hold)
     runs.jsonl               one row per finished run (appended whole, fsync'ed)
     transforms/<run_id>.tfm  the run's BSpline (written to a temporary name, then renamed)
 
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import masks
+from . import initial_transforms, masks
 from .images import InputImageError, read_image
 from .safe_writes import write_transform
 from .settings import SettingsError, to_dict
@@ -101,6 +103,16 @@ class StudyStore:
         """The study's fixed-image mask (numpy order, boolean), or None: the analysis' statistics use it."""
         return masks.as_array(read_image(self.mask_path, "study mask")) if self.mask_path.is_file() else None
 
+    @property
+    def initial_path(self) -> Path:
+        """The stored initial transform's file (it may not exist: the study has none)."""
+        h5 = self.folder / "inputs" / "initial.h5"
+        return h5 if h5.is_file() else self.folder / "inputs" / "initial.tfm"
+
+    def initial_transform(self) -> sitk.Transform | None:
+        """The initial transform every run composed before its BSpline (in the files' space), or None."""
+        return initial_transforms.load(self.initial_path) if self.initial_path.is_file() else None
+
     def transform_path(self, run_id: str) -> Path:
         return self.folder / "transforms" / f"{run_id}.tfm"
 
@@ -143,7 +155,7 @@ class StudyStore:
 
 
 def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Image, truth=None,
-                   mask=None) -> StudyStore:
+                   mask=None, initial_transform=None) -> StudyStore:
     """Start a study in ``folder``, or reopen it to resume: the same study (spec, images, truth and mask) only.
 
     ``mask`` (a fixed-image mask, see :func:`masks.fixed_mask`) is stored on the fixed grid beside the inputs;
@@ -151,6 +163,9 @@ def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Imag
 
     ``truth`` (a known deformation: file, transform, displacement image or :class:`truth.Truth`) is stored
     on the fixed grid beside the inputs.
+
+    ``initial_transform`` (a file or a transform, see :mod:`initial_transforms`) is stored beside the inputs and
+    fingerprinted by its parameters: a resume need not name it, a different one is refused.
     """
     folder = Path(folder)
     fingerprint = {"fixed": image_fingerprint(fixed), "moving": image_fingerprint(moving)}
@@ -160,6 +175,9 @@ def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Imag
     mask_image = None if mask is None else masks.fixed_mask(mask, fixed)
     if mask_image is not None:
         fingerprint["mask"] = image_fingerprint(mask_image)
+    initial = None if initial_transform is None else initial_transforms.load(initial_transform)
+    if initial is not None:
+        fingerprint["initial"] = initial_transforms.fingerprint(initial)
     description = {"spec": spec.to_dict(), "inputs": fingerprint}
     study_file = folder / "study.json"
     if study_file.is_file():
@@ -168,10 +186,18 @@ def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Imag
             description["inputs"]["truth"] = existing["inputs"]["truth"]  # resuming need not name the truth again
         if mask is None and isinstance(existing.get("inputs"), dict) and "mask" in existing["inputs"]:
             description["inputs"]["mask"] = existing["inputs"]["mask"]  # nor the mask
+        stored_initial = existing["inputs"].get("initial") if isinstance(existing.get("inputs"), dict) else None
+        if initial is None and stored_initial is not None:
+            description["inputs"]["initial"] = stored_initial  # nor the initial transform
+        elif initial is not None and stored_initial != fingerprint["initial"]:
+            what = "another initial transform" if stored_initial else "no initial transform"
+            raise StudyFolderError(f"{folder} was made with {what}, not {_named(initial_transform)}; resume it "
+                                   "without --initial-transform or choose another output folder")
         if existing != description:
             raise StudyFolderError(f"{folder} holds a different study (other settings, images, truth or mask); "
                                    "choose another output folder")
-        return _load(folder, spec, existing["inputs"], {"fixed": fixed, "moving": moving, "mask": mask_image})
+        return _load(folder, spec, existing["inputs"], {"fixed": fixed, "moving": moving, "mask": mask_image,
+                                                         "initial": initial})
     if folder.exists() and any(folder.iterdir()):
         raise StudyFolderError(f"{folder} is not empty and holds no study; choose an empty or new folder")
     try:
@@ -186,6 +212,8 @@ def create_or_open(folder, spec: StudySpec, fixed: sitk.Image, moving: sitk.Imag
         if mask_image is not None:
             _write_atomically(store.mask_path, lambda p: sitk.WriteImage(mask_image, str(p), useCompression=True,
                                                                           imageIO="NrrdImageIO"))
+        if initial is not None:
+            _write_initial(store, initial)
         _write_atomically(study_file, lambda p: p.write_text(json.dumps(description, indent=2)))
     except OSError as error:
         raise StudyFolderError(f"cannot write the study to {folder}: {error.strerror or error}") from None
@@ -217,6 +245,38 @@ def _read_study_file(study_file: Path) -> dict:
     return description
 
 
+def _named(initial_transform) -> str:
+    return str(initial_transform) if isinstance(initial_transform, (str, Path)) else "the given initial transform"
+
+
+def _write_initial(store: StudyStore, initial: sitk.Transform):
+    """inputs/initial.tfm (or .h5 for a composite), written under a temporary name, read back, then renamed."""
+    path = store.folder / "inputs" / ("initial.h5" if isinstance(initial, sitk.CompositeTransform) else "initial.tfm")
+    temporary = path.with_name(path.stem + ".part" + path.suffix)  # WriteTransform picks the format by extension
+    write_transform(initial, temporary)
+    os.replace(temporary, path)
+
+
+def _check_initial(store: StudyStore, expected: str, given: sitk.Transform | None):
+    """The stored initial transform must still have its fingerprint; restored from the one a resume was given."""
+    path = store.initial_path
+    try:
+        actual, reason = initial_transforms.fingerprint(initial_transforms.load(path)), ""
+    except InputImageError as error:
+        actual, reason = None, f" ({error})"
+    if actual == expected:
+        return
+    if given is not None and initial_transforms.fingerprint(given) == expected:
+        for stale in (store.folder / "inputs" / "initial.tfm", store.folder / "inputs" / "initial.h5"):
+            stale.unlink(missing_ok=True)
+        _write_initial(store, given)
+        store.repaired.append(str(store.initial_path.relative_to(store.folder)))
+        return
+    raise StudyFolderError(f"{path} is not the initial transform this study was made with (changed or damaged by hand"
+                           f"{reason}); put the original back, or resume the study with its original initial "
+                           "transform to restore it")
+
+
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -226,6 +286,9 @@ def _check_inputs(store: StudyStore, fingerprints: dict, images: dict | None):
     damaged by hand is restored from the image a resume was given when that image has the fingerprint; otherwise
     the study is refused, naming the file."""
     for name, expected in fingerprints.items():
+        if name == "initial":
+            _check_initial(store, expected, (images or {}).get(name))
+            continue
         path = store.folder / "inputs" / f"{name}.nrrd"
         try:
             actual, reason = image_fingerprint(read_image(path, f"study input {name}")), ""

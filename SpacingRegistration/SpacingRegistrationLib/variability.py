@@ -4,6 +4,10 @@ With a known deformation, every run's error against it and each group's summary 
 
 Displacement fields are compared in voxels of the image each run registered, so results at different
 spacings are comparable: a spacing-invariant registration gives the same voxel field at every spacing.
+
+With an initial transform (common to every run of a study), the spread across repeats and the difference
+between spacings are properties of the BSpline part, which is all the runs differ in; the mean displacement and
+the error against a truth describe the whole mapping ``initial(bspline(x))``, as ``registration.run`` does.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from . import initial_transforms
 from .displacement import displacement_array, to_voxel_units
 from .images import read_image, with_spacing
 from .study_diagnosis import diagnose
@@ -86,6 +91,7 @@ def analyse(store: StudyStore, output: Path | None = None, mask: np.ndarray | No
     fixed = read_image(store.fixed_path)
     spec = store.spec
     known = store.truth(fixed) if truth is None else as_truth(truth, fixed)
+    initial = store.initial_transform()
     run_errors: dict[str, dict] = {}
     mean_fields: dict[tuple[str, float], np.ndarray] = {}
     groups = []
@@ -95,7 +101,11 @@ def analyse(store: StudyStore, output: Path | None = None, mask: np.ndarray | No
                     if run.mode == mode and run.spacing == spacing and run.run_id in store.rows]
             if not rows:
                 continue
-            group, mean_field = _group(store, fixed, mode, spacing, rows, output, mask, known, run_errors)
+            override = next(run.settings.spacing_override for run in spec.runs()
+                            if run.mode == mode and run.spacing == spacing)
+            group_initial = None if initial is None else initial_transforms.in_result_space(initial, fixed, override)
+            group, mean_field = _group(store, fixed, mode, spacing, rows, output, mask, known, run_errors,
+                                       group_initial)
             groups.append(group)
             mean_fields[(mode, spacing)] = mean_field
     for group in groups:
@@ -118,15 +128,20 @@ def total_iterations(summary: dict) -> int:
     return sum(map(sum, summary.get("iterations_per_level") or [summary["iterations_per_run"]]))
 
 
-def _group(store, fixed, mode, spacing, rows, output, mask, known: Truth | None, run_errors: dict):
+def _group(store, fixed, mode, spacing, rows, output, mask, known: Truth | None, run_errors: dict,
+           initial: sitk.Transform | None = None):
+    """``initial``: the study's initial transform in this group's result space (see module docstring)."""
     reference = with_spacing(fixed, spacing)
     transforms = [store.read_transform(row["run_id"]) for row in rows]
     parameters = [np.asarray(t.GetParameters()) for t in transforms]
     voxel_fields = np.stack([to_voxel_units(displacement_array(t, reference), reference) for t in transforms])
     mean_field = voxel_fields.mean(axis=0)
     spread = np.linalg.norm(voxel_fields - mean_field, axis=-1).max(axis=0)
+    mapping_fields = voxel_fields if initial is None else np.stack([
+        to_voxel_units(displacement_array(initial_transforms.whole_mapping(initial, t), reference), reference)
+        for t in transforms])
     select = (lambda a: a) if mask is None else (lambda a: a[mask])
-    mean_magnitude = float(select(np.linalg.norm(mean_field, axis=-1)).mean())
+    mean_magnitude = float(select(np.linalg.norm(mapping_fields.mean(axis=0), axis=-1)).mean())
     spread_inside = select(spread)
     summaries = [row["summary"] for row in rows]
     lbfgs = [s["optimizer"].get("lbfgs2", {}) for s in summaries]
@@ -151,7 +166,7 @@ def _group(store, fixed, mode, spacing, rows, output, mask, known: Truth | None,
         spread_mm={"mean": float(spread_inside.mean() * spacing), "max": float(spread_inside.max() * spacing)},
         relative_spread=float(spread_inside.mean() / mean_magnitude) if mean_magnitude > 0 else 0.0)
     if known is not None:
-        errors = [error_of_voxel_field(known, voxel_field, mask) for voxel_field in voxel_fields]
+        errors = [error_of_voxel_field(known, voxel_field, mask) for voxel_field in mapping_fields]
         run_errors.update((row["run_id"], error.as_dict()) for row, error in zip(rows, errors))
         group.error = _group_error([error.recovered for error in errors], group.seeds)
     if output is not None:
