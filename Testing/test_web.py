@@ -319,6 +319,36 @@ class WebFrontEndTest(unittest.TestCase):
         self.assertNotEqual(form(), before)
         self.driver.save_screenshot(str(self.shots / "web_accuracy.png"))
 
+    def test_5_initial_transform_file_and_mask_reach_the_registration_job(self):
+        import SimpleITK as sitk
+
+        self._type("initial-path", str(self.tmp / "missing.tfm"))
+        time.sleep(0.5)
+        self._byId("run-registration").click()
+        self._waitFor(lambda: "no such file" in self._error(), 30, "the missing initial transform's message")
+        self._closeError()
+        good = self.tmp / "initial.tfm"
+        sitk.WriteTransform(sitk.TranslationTransform(3, (2.0, 0.0, 0.0)), str(good))
+        self._type("initial-path", str(good))
+        self._choose("mask-select", "fixed_1")
+        self._choose("scalesEstimator", "none")
+        self._type("lbfgs2NumberOfIterations", "5")
+        time.sleep(0.5)  # the typed values reach the server's state before the click's trigger does
+        folders = self.tmp / "output" / "jobs"
+        before = set(folders.iterdir())
+
+        def finished():
+            return [f for f in set(folders.iterdir()) - before if (f / "output" / "bspline.tfm").is_file()]
+
+        self._byId("run-registration").click()
+        job = self._waitFor(finished, REGISTRATION_SECONDS, "the registration with an initial transform")[0]
+        description = json.loads((job / "job.json").read_text())
+        self.assertEqual(description["initial_transform"], "initial.tfm")
+        self.assertTrue(description["mask"])
+        self.assertTrue((job / "mask.nrrd").is_file())
+        self._waitFor(lambda: "Finished" in self._text("status"), 30, "the finished status")
+        self.assertFalse(self._error())
+
 
 if __name__ == "__main__":
     unittest.main()
