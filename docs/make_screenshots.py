@@ -31,6 +31,8 @@ from SpacingRegistrationLib.study_spec import StudySpec  # noqa: E402
 from SpacingRegistrationLib.variability import analyse  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent / "images"
+#: The moving phantom is the fixed one moved by this many voxels along +x.
+SHIFT_VOXELS = 1.5
 
 
 def phantom(shift_voxels: float = 0.0) -> sitk.Image:
@@ -68,7 +70,9 @@ def report_picture(fixed: sitk.Image, moving: sitk.Image):
         spec = StudySpec(settings=RegistrationSettings(scales_estimator="none", mesh_size=(3, 3, 3)),
                          spacings=(1.0, 2.0, 4.0, 10.0), repeats=3,
                          modes=("native-default", "native-reproducible", "normalised-reproducible"))
-        outcome = run_study(spec, fixed, moving, Path(folder) / "study", executor="pool")
+        truth = Path(folder) / "truth.tfm"  # the moving phantom is the fixed one shifted by +x: its known deformation
+        sitk.WriteTransform(sitk.TranslationTransform(3, (SHIFT_VOXELS * fixed.GetSpacing()[0], 0.0, 0.0)), str(truth))
+        outcome = run_study(spec, fixed, moving, Path(folder) / "study", executor="pool", truth=truth)
         paths = write_report(outcome.store, analyse(outcome.store, output=Path(folder) / "maps"), Path(folder) / "report")
         subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -94,7 +98,7 @@ def web_pictures(fixed: sitk.Image, moving: sitk.Image):
 
 def main():
     IMAGES.mkdir(exist_ok=True)
-    fixed, moving = phantom(), phantom(shift_voxels=1.5)
+    fixed, moving = phantom(), phantom(shift_voxels=SHIFT_VOXELS)
     grid_pictures(fixed)
     report_picture(fixed, moving)
     web_pictures(fixed, moving)
