@@ -85,6 +85,10 @@ class LogicInputsTest(unittest.TestCase):
         through = np.array([node.GetTransformFromParent().TransformPoint(p) for p in ras.tolist()])
         self.assertLess(np.abs(through - expected).max(), 1e-4)
         self.assertIsNone(initial.GetParentTransformNode())  # the user's node is untouched
+        with tempfile.TemporaryDirectory() as folder:  # saved with the scene (.h5) and read back the same
+            bridge.saveSceneToMrb(self.scene, Path(folder) / "scene.mrb")
+            reloaded = bridge.loadSceneFromMrb(Path(folder) / "scene.mrb").GetFirstNodeByName(node.GetName())
+            self.assertAlmostEqual(self._errorMm(reloaded), errorWith, places=6)
 
     def test_initial_transform_and_mask_files_are_in_the_job_folder(self):
         initial = self._linearNode(self.shiftRas)
