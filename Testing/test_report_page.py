@@ -212,5 +212,31 @@ class ReportPageTest(unittest.TestCase):
         return crop
 
 
+class IdentityRunSummaryTest(unittest.TestCase):
+    """A run that never moved (one line-search evaluation) is named in the summary, with the accuracy line saying
+    every error is doing nothing's, and its count axis starts at zero with whole-number ticks."""
+
+    def test_identity_run_is_summarised(self):
+        root = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, root, True)
+        pair = pet_like_pair()
+        spec = StudySpec(settings=FAST_SETTINGS.replace(lbfgs2={"line_search_maximum_evaluations": 1}),
+                         spacings=(1.0,), repeats=1, modes=("native-reproducible",))
+        run_study(spec, pair.fixed, pair.moving, root / "study", executor="sequential", truth=pair.displacement)
+        store = open_study(root / "study")
+        page = write_report(store, analyse(store), root / "report")["html"].read_text()
+        summary = page[page.index('<section id="summary">'):page.index("</section>")]
+        self.assertIn('data-kind="identity_run"', summary)
+        self.assertIn("1 of 1 runs", summary)
+        self.assertIn('data-kind="accuracy"', summary)
+        self.assertIn("no run moved", summary)
+        chart = page[page.index("Runs that never moved"):]
+        chart = chart[:chart.index("</svg>")]
+        ticks = [tick_value(t) for t in re.findall(r'class="y-tick"[^>]*>([^<]+)<', chart)]
+        self.assertEqual(min(ticks), 0)
+        self.assertGreaterEqual(max(ticks), 1)
+        self.assertTrue(all(t.is_integer() for t in ticks), ticks)
+
+
 if __name__ == "__main__":
     unittest.main()

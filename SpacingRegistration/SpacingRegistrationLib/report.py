@@ -57,9 +57,10 @@ COLUMN_LABELS = {
     "spread_voxels_mean": "run-to-run spread, mean (voxels)", "spread_voxels_max": "run-to-run spread, max (voxels)",
     "spread_mm_max": "run-to-run spread, max (mm)", "relative_spread": "spread / mean displacement",
     "difference_from_reference_voxels_max": "difference from the reference spacing, max (voxels)",
-    **{f"error_{name}": "error, " + name.replace("_voxels", " (voxels)").replace("_mm", " (mm)").replace("p95", "95th pct")
-       for name in ERROR_FIGURES},
-    "error_relative_to_identity": "error / doing nothing's", "error_worst_mean_voxels": "worst seed's mean error (voxels)",
+    **{f"error_{name}": "error, " + name.replace("_voxels", " (voxels)").replace("_mm", " (mm)")
+       .replace("p95", "95th pct") for name in ERROR_FIGURES},
+    "error_relative_to_identity": "error / doing nothing's",
+    "error_worst_mean_voxels": "worst seed's mean error (voxels)",
     "error_worst_seed": "worst seed", "identity_error_mean_voxels": "doing nothing's mean error (voxels)",
 }
 #: Columns whose differences matter further down than three significant digits.
@@ -266,7 +267,8 @@ def _summary_lines(analysis: StudyAnalysis, advice: list) -> list[tuple[str, str
             worst = max(real or [s["figures"] for s in statements], key=lambda g: g["spread_max_voxels"])
             spacings = ", ".join(f"{s['figures']['spacing']:g}" for s in statements)
             answer = ((f"Yes: with several work units repeats with the same seed differ by up to "
-                       f"{worst['spread_max_voxels']:.3g} voxels (spacing {worst['spacing']:g}, {worst['units']} units);"
+                       f"{worst['spread_max_voxels']:.3g} voxels (spacing {worst['spacing']:g}, "
+                       f"{worst['units']} units);"
                        f" with one work unit they are bit-identical." if real else
                        f"Only by rounding: repeats with the same seed differ by at most "
                        f"{worst['spread_max_voxels']:.2g} voxels, below {NEGLIGIBLE_SPREAD_VOXELS:g}.")
@@ -274,12 +276,14 @@ def _summary_lines(analysis: StudyAnalysis, advice: list) -> list[tuple[str, str
         elif kind == "identity_run":
             never = sum(s["figures"]["never_moved"] for s in statements)
             total = sum(s["figures"]["runs"] for s in statements)
-            where = ", ".join(f"{svg.mode_name(s['figures']['mode'])} at {s['figures']['spacing']:g}" for s in statements)
+            where = ", ".join(f"{svg.mode_name(s['figures']['mode'])} at {s['figures']['spacing']:g}"
+                              for s in statements)
             answer = (f"Yes: {never} of {total} runs in those groups never moved ({where}); their zero variability is "
                       "a registration that did not happen.")
         else:  # accuracy
             if "mean_voxels" not in f:
-                answer = f"None: no run moved, so every error is doing nothing's ({f['identity_mean_voxels']:.3g} voxels)."
+                answer = (f"None: no run moved, so every error is doing nothing's "
+                          f"({f['identity_mean_voxels']:.3g} voxels).")
             else:
                 answer = (f"{svg.mode_name(f['mode'])} at spacing {f['spacing']:g}: mean error {f['mean_voxels']:.3g} "
                           f"voxels (95th percentile {f['p95_voxels']:.3g}, {f['mean_mm']:.3g} mm) against "
