@@ -200,6 +200,17 @@ class ReportPageTest(unittest.TestCase):
         self.assertGreaterEqual(checked, 1, "normalised units' rounding-size differences beside native units' "
                                             "sub-voxel ones span decades")
 
+    def test_metric_traces_mark_the_liblbfgs_restart(self):
+        restarted = {row["mode"] for row in self.data["runs"]
+                     if any(r["lbfgs_run"] > 0 for r in self.data["traces"][row["run_id"]])}
+        self.assertTrue(restarted)
+        for figure in self.driver.find_elements(By.CSS_SELECTOR, "figure"):
+            title = figure.find_elements(By.CSS_SELECTOR, 'text[font-weight="bold"]')
+            if title and title[0].text.startswith("Metric per iteration event"):
+                markers = figure.find_elements(By.CSS_SELECTOR, "g.event-marker")
+                self.assertTrue(markers, title[0].text)
+                self.assertIn("restart", markers[0].text)
+
     def _pixels(self, element) -> np.ndarray:
         """The rendered pixels of ``element`` (scrolled into view)."""
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)

@@ -173,8 +173,12 @@ def _plots(store: StudyStore, analysis: StudyAnalysis, rows: list[dict]) -> list
         series = {f"s={row['spacing']:g} r{row['repeat']}": ([r["event_index"] for r in row["trace"]],
                                                             [r["metric"] for r in row["trace"]])
                   for row in rows if row["mode"] == mode}
+        restarts = sorted({r["event_index"] for row in rows if row["mode"] == mode
+                           for before, r in zip(row["trace"], row["trace"][1:])
+                           if r.get("lbfgs_run", 0) != before.get("lbfgs_run", 0)})
         figures.append(svg.line_chart(series, f"Metric per iteration event ({mode})", "iteration event",
-                                      "sampled metric", log_y=False))
+                                      "sampled metric", log_y=False,
+                                      markers=[(x, "libLBFGS restart") for x in restarts]))
     categories = [f"{s:g} mm" for s in spec.spacings]
 
     def per_mode(value):
