@@ -309,14 +309,14 @@ class AdviceFromHandMadeStudyTest(unittest.TestCase):
     doing nothing the advice says so instead of recommending a configuration."""
 
     @staticmethod
-    def _analysis(errors: dict, identity: float):
+    def _analysis(errors: dict, identity: float, seeds=(1, 2)):
         from types import SimpleNamespace
 
         groups, run_errors = [], {}
         for (mode, spacing), (mean, moved) in errors.items():
             runs = [f"{mode}_s{spacing:g}_r{k}" for k in range(2)]
             run_errors.update({run: {"recovered": {"mean_voxels": mean}} for run in runs})
-            groups.append(SimpleNamespace(mode=mode, spacing=spacing, runs=runs, moved=2 * moved,
+            groups.append(SimpleNamespace(mode=mode, spacing=spacing, runs=runs, moved=2 * moved, seeds=seeds,
                                           error={"mean_voxels": mean}))
         return SimpleNamespace(groups=groups, run_errors=run_errors, truth={"identity": {"mean_voxels": identity}})
 
@@ -336,6 +336,13 @@ class AdviceFromHandMadeStudyTest(unittest.TestCase):
         self.assertEqual([r.kind for r in found], ["recommended", "recommended"])
         self.assertTrue(all(r.figures["best_mode"] == "normalised-reproducible" for r in found))
         self.assertEqual(found[0].changes, {"spacing_override": 1.0, "normalised_units": True, "reproducible": True})
+
+    def test_one_seed_per_configuration_is_flagged(self):
+        analysis = self._analysis({("normalised-reproducible", 1.0): (0.6, True), ("native-default", 1.0): (1.2, True)},
+                                  identity=1.64, seeds=(1, 1))
+        found = advice.from_study(analysis)
+        self.assertEqual([r.kind for r in found], ["warning", "recommended"])
+        self.assertIn("one sampling seed", found[0].text)
 
 
 class AdviceTest(unittest.TestCase):

@@ -145,6 +145,12 @@ def from_study(analysis) -> list[Recommendation]:
     changes = {"spacing_override": top.spacing, "normalised_units": units == "normalised",
                "reproducible": threads == "reproducible"}
     advice = []
+    if all(len(set(g.seeds)) <= 1 for g in groups):
+        advice.append(Recommendation(
+            "warning", "Each configuration was run with one sampling seed, so these errors have no seed-to-seed "
+            "spread to be judged against: a different seed moves the error as much as these settings do. Repeat the "
+            "study with several seeds (--seed-policy per_repeat, --repeats 4 or more) before choosing.", {},
+            {"seeds_per_configuration": 1}))
     for group in sorted((g for g in groups if g is not top), key=lambda g: g.error["mean_voxels"]):
         threshold = max(NEGLIGIBLE_VOXELS, spread[id(top)], spread[id(group)])
         difference = group.error["mean_voxels"] - top.error["mean_voxels"]
