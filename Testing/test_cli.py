@@ -1,7 +1,5 @@
 """The command line: outputs written, every user mistake one line with exit status 2."""
 
-import contextlib
-import io
 import json
 import tempfile
 import unittest
@@ -9,16 +7,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from testdata import pet_like_pair_files
-
-from SpacingRegistrationLib import cli
-
-
-def run_cli(*arguments):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main([str(a) for a in arguments])
-    return status, out.getvalue(), err.getvalue()
+from testdata import pet_like_pair_files, run_cli
 
 
 class CommandLineTest(unittest.TestCase):

@@ -1,8 +1,6 @@
 """Standard inputs of registration tools (issue 11 §4): a fixed-image mask for the metric, an initial transform
 composed before the BSpline, a multi-resolution pyramid; engine and command line, good and bad inputs."""
 
-import contextlib
-import io
 import json
 import sys
 import tempfile
@@ -14,8 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 import testdata  # noqa: E402  (puts the library on the path)
+from testdata import run_cli  # noqa: E402
 
-from SpacingRegistrationLib import cli, initial_transforms, masks, registration  # noqa: E402
+from SpacingRegistrationLib import initial_transforms, masks, registration  # noqa: E402
 from SpacingRegistrationLib.describe import describe_result  # noqa: E402
 from SpacingRegistrationLib.diagnosis_rows import diagnosis_rows  # noqa: E402
 from SpacingRegistrationLib.images import InputImageError  # noqa: E402
@@ -64,13 +63,6 @@ def affine_pair():
     warp.SetCenter((20.0, 30.0, 35.0))
     moving = sitk.Resample(FIXED, FIXED, warp, sitk.sitkLinear, 0.0)  # moving(y) = fixed(warp(y))
     return moving, warp.GetInverse()  # so fixed(x) = moving(warp^-1(x)): the fixed-to-moving truth
-
-
-def run_cli(*arguments):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main([str(a) for a in arguments])
-    return status, out.getvalue(), err.getvalue()
 
 
 class MaskTest(unittest.TestCase):

@@ -3,9 +3,7 @@ error and change nothing; cancels and kills keep every finished run and nothing 
 bit-identical; the memory estimate refuses what the machine cannot hold; repeated registrations do not leak.
 docs/robustness.md maps each guarantee to the test that proves it."""
 
-import contextlib
 import hashlib
-import io
 import json
 import random
 import shutil
@@ -22,9 +20,9 @@ from unittest import mock
 import numpy as np
 import SimpleITK as sitk
 
-from testdata import FAST_SETTINGS as FAST, SMALL_STUDY as SPEC, pet_like_pair, pet_like_pair_files
+from testdata import FAST_SETTINGS as FAST, SMALL_STUDY as SPEC, pet_like_pair, pet_like_pair_files, run_cli
 
-from SpacingRegistrationLib import cli, registration, resources
+from SpacingRegistrationLib import registration, resources
 from SpacingRegistrationLib.images import InputImageError, read_image
 from SpacingRegistrationLib.resources import ResourceError
 from SpacingRegistrationLib.settings import RegistrationSettings, SettingsError, to_dict
@@ -63,13 +61,6 @@ def folder_digest(folder: Path) -> dict:
     """Every file of a folder with the SHA-256 of its bytes."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def run_cli(*arguments):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main([str(a) for a in arguments])
-    return status, out.getvalue(), err.getvalue()
 
 
 def bad_image_pairs(good, other):

@@ -1,8 +1,6 @@
 """Studies with an initial transform (issue 11 §4): stored and fingerprinted with the study, passed to every run,
 and the analysis' error and displacement describe the whole mapping ``initial(bspline(x))``."""
 
-import contextlib
-import io
 import json
 import sys
 import tempfile
@@ -14,9 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
-import testdata  # noqa: E402  (puts the library on the path)
+from testdata import run_cli  # noqa: E402
 
-from SpacingRegistrationLib import cli  # noqa: E402
 from SpacingRegistrationLib.settings import RegistrationSettings  # noqa: E402
 from SpacingRegistrationLib.study_runner import run_study, task_for  # noqa: E402
 from SpacingRegistrationLib.study_spec import StudySpec  # noqa: E402
@@ -50,13 +47,6 @@ def texture_windows(shift_voxels: int):
 #: Fixed-to-moving truth x -> x + SHIFT: fixed(x) = moving(x + SHIFT).
 TRUTH = sitk.TranslationTransform(3, SHIFT_MM)
 FIXED, MOVING = texture_windows(int(SHIFT_MM[0] / 2.0))
-
-
-def run_cli(*arguments):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main([str(a) for a in arguments])
-    return status, out.getvalue(), err.getvalue()
 
 
 class StudyInitialTransformTest(unittest.TestCase):

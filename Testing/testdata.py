@@ -1,6 +1,8 @@
 """Small real-derived images shared by the engine tests (cached per process)."""
 
+import contextlib
 import functools
+import io
 import sys
 from pathlib import Path
 
@@ -8,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SpacingRegistratio
 
 import SimpleITK as sitk
 
-from SpacingRegistrationLib import sample_data
+from SpacingRegistrationLib import cli, sample_data
 from SpacingRegistrationLib.settings import RegistrationSettings
 from SpacingRegistrationLib.study_spec import StudySpec
 
@@ -40,3 +42,11 @@ def pet_like_pair_files(folder: Path) -> tuple[Path, Path]:
     sitk.WriteImage(pair.fixed, str(fixed))
     sitk.WriteImage(pair.moving, str(moving))
     return fixed, moving
+
+
+def run_cli(*arguments):
+    """``spacingreg ARGUMENTS`` in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main([str(a) for a in arguments])
+    return status, out.getvalue(), err.getvalue()
