@@ -16,7 +16,6 @@ import vtk
 
 import SpacingRegistration
 from SpacingRegistrationLib.mrml import bridge, logic
-from SpacingRegistrationLib.settings import from_dict
 
 #: A shift of the moving blob far beyond what 5 BSpline iterations recover (voxels of 2 mm, along LPS x).
 SHIFT_VOXELS, SPACING = 4.0, 2.0
@@ -51,6 +50,15 @@ class LogicInputsTest(unittest.TestCase):
             matrix.SetElement(axis, 3, translationRas[axis])
         node.SetMatrixTransformFromParent(matrix)
         return node
+
+    def _labelNode(self, low: int, high: int):
+        """A labelmap on the fixed volume's geometry, 1 inside the cube [low, high) on every axis."""
+        inside = np.zeros(slicer.util.arrayFromVolume(self.fixed).shape, np.uint8)
+        inside[low:high, low:high, low:high] = 1
+        label = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "label")
+        slicer.util.updateVolumeFromArray(label, inside)
+        label.CopyOrientation(self.fixed)
+        return label, inside
 
     def _centralPointsRas(self):
         rng = np.random.default_rng(3)
@@ -108,11 +116,7 @@ class LogicInputsTest(unittest.TestCase):
             self.assertTrue((Path(folder) / "output" / "bspline.tfm").is_file())
 
     def test_mask_changes_the_result_and_segmentation_equals_its_labelmap(self):
-        inside = np.zeros(slicer.util.arrayFromVolume(self.fixed).shape, np.uint8)
-        inside[6:18, 6:18, 6:18] = 1
-        label = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "label")
-        slicer.util.updateVolumeFromArray(label, inside)
-        label.CopyOrientation(self.fixed)
+        label, inside = self._labelNode(6, 18)
         plain = self.logic.register(self.fixed, self.moving, self.FAST)
         masked = self.logic.register(self.fixed, self.moving, self.FAST, maskNode=label)
         self.assertTrue(masked.masked)
@@ -141,15 +145,10 @@ class LogicInputsTest(unittest.TestCase):
             self.logic.register(self.fixed, self.moving, self.FAST, initialTransformNode=self.moving)
         self.assertEqual(self.scene.GetNumberOfNodes(), nodesBefore)
 
-
     def test_workflow_passes_mask_and_initial_transform(self):
         from SpacingRegistrationLib.workflow import Workflow
 
-        inside = np.zeros(slicer.util.arrayFromVolume(self.fixed).shape, np.uint8)
-        inside[8:24, 8:24, 8:24] = 1
-        label = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "label")
-        slicer.util.updateVolumeFromArray(label, inside)
-        label.CopyOrientation(self.fixed)
+        label, inside = self._labelNode(8, 24)
         with tempfile.TemporaryDirectory() as folder:
             workflow = Workflow(self.logic, jobsFolder=folder)
             self.assertTrue(workflow.startRegistration(self.fixed, self.moving, self.FAST, maskNode=label,
