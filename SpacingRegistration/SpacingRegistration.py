@@ -194,6 +194,7 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.restoreDefaultsButton.connect("clicked(bool)", self.onRestoreDefaultsButton)
         self.ui.runStudyButton.connect("clicked(bool)", self.onRunStudyButton)
         self.ui.openReportButton.connect("clicked(bool)", self.onOpenReportButton)
+        self.ui.openResultPageButton.connect("clicked(bool)", self.onOpenResultPageButton)
         self.ui.runAccuracyCheckButton.connect("clicked(bool)", self.onRunAccuracyCheckButton)
         self.ui.applyRecommendationButton.connect("clicked(bool)", self.onApplyRecommendationButton)
         self.ui.diagnosisTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._showWarningsOfTable)
@@ -298,6 +299,7 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.gridWarningsLabel.text = w.gridWarnings
         self.ui.warningsTextEdit.plainText = w.warningsText
         self.ui.openReportButton.enabled = w.study is not None
+        self.ui.openResultPageButton.enabled = w.resultPage is not None
         self._refreshAccuracy()
         if w.errorCount != self._shownErrors:  # each failure once, in a dialog
             self._shownErrors = w.errorCount
@@ -411,7 +413,7 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._refresh()
 
     def _showWarningsOfTable(self, tableNode=None) -> None:
-        self.workflow.warnings = self.logic.warningsFromTableNode(tableNode) if tableNode else []
+        self.workflow.showDiagnosisTable(tableNode)
         self._refresh()
 
     def onRestoreDefaultsButton(self) -> None:
@@ -422,6 +424,10 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def onOpenReportButton(self) -> None:
         if self.workflow.study is not None:
             qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.workflow.study["reportPaths"]["html"])))
+
+    def onOpenResultPageButton(self) -> None:
+        if self.workflow.resultPage is not None:
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.workflow.resultPage)))
 
 
 #

@@ -1,6 +1,9 @@
 """The command line: outputs written, every user mistake one line with exit status 2."""
 
+import contextlib
+import io
 import json
+import re
 import tempfile
 import unittest
 from pathlib import Path
@@ -8,6 +11,8 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from testdata import pet_like_pair_files, run_cli
+
+from SpacingRegistrationLib import cli
 
 
 class CommandLineTest(unittest.TestCase):
@@ -28,6 +33,26 @@ class CommandLineTest(unittest.TestCase):
         transform = sitk.ReadTransform(str(output / "transform.tfm"))
         self.assertEqual(len(transform.GetParameters()), 375)
         self.assertEqual(len((output / "trace.csv").read_text().splitlines()), 1 + 8)
+        self.assertIn(str(output / "result.html"), out)
+
+        # The result page: the answer first, both maps with their colour bars, the trace with its libLBFGS restart.
+        page = (output / "result.html").read_text()
+        self.assertEqual(re.findall(r'<li data-kind="(\w+)"', page), ["moved", "stop", "metric", "folding", "warnings"])
+        self.assertIn("Did it move?</b> Yes: largest displacement", page)
+        magnitude, jacobian = re.findall(r'<svg [^>]*class="anatomy-map"[^>]*>.*?</svg>', page, re.S)
+        vmax = float(re.search(r'data-vmax="([^"]+)"', magnitude).group(1))
+        self.assertAlmostEqual(vmax, summary["displacement"]["max_voxels"], delta=1e-5 * vmax)
+        self.assertIn('data-unit="voxels"', magnitude)
+        self.assertIn('data-folding="0"', jacobian)
+        self.assertIn('id="summary" data-moved="true" data-folding="0"', page)
+        for fragment in (magnitude, jacobian):
+            self.assertEqual(fragment.count('class="colour-bar"'), 1)
+            self.assertEqual(fragment.count("<image "), 3)  # axial, coronal, sagittal
+        self.assertEqual(page.count('class="event-marker"'), 1)  # LBFGS2's second libLBFGS run
+        help_text = io.StringIO()
+        with contextlib.redirect_stdout(help_text), self.assertRaises(SystemExit):
+            cli.main(["register", "--help"])
+        self.assertIn("result.html", help_text.getvalue())
 
     def test_settings_file_is_overridden_by_options(self):
         settings = self.folder / "settings.json"

@@ -412,6 +412,21 @@ class LogicJobTest(unittest.TestCase):
         self.assertEqual(self.scene.GetNumberOfNodes(), count + 3)  # transform, its display node, table
         self.assertIn("control points inside the image", workflow.gridSummary)
         self.assertEqual(dict(workflow.diagnosis)["moved"], "True")
+        # The result page the child wrote is kept outside its (removed) job folder, and the table points to it.
+        page = workflow.resultPage
+        self.assertTrue(page.is_file())
+        self.assertEqual(page.parent, self.logic.resultPagesFolder)
+        self.assertEqual(tableNode.GetAttribute(logic.RESULT_PAGE_ATTRIBUTE), str(page))
+        text = page.read_text()
+        self.assertIn('data-moved="true" data-folding="0"', text)
+        self.assertEqual(text.count('class="colour-bar"'), 2)
+        workflow.showDiagnosisTable(None)
+        self.assertIsNone(workflow.resultPage)
+        workflow.showDiagnosisTable(tableNode)
+        self.assertEqual(workflow.resultPage, page)
+        page.unlink()  # a page cleaned away since: the table has none to show
+        workflow.showDiagnosisTable(tableNode)
+        self.assertIsNone(workflow.resultPage)
 
     def test_sigkilled_child_gives_one_clear_error_and_no_node(self):
         workflow = Workflow(self.logic)

@@ -131,7 +131,7 @@ class OutputFolderTest(unittest.TestCase):
             status, _, err = self.register(out)
             self.assertEqual(status, 0, err)
             before = folder_digest(out)
-            self.assertEqual(sorted(before), ["result.json", "trace.csv", "transform.tfm"])
+            self.assertEqual(sorted(before), ["result.html", "result.json", "trace.csv", "transform.tfm"])
             fill(mount, leave=2048)  # less than one result (the transform alone is about 9 kB)
             status, _, err = self.register(out)
             self.assert_refused(status, err, f"cannot write the results to {out}: No space left on device")

@@ -73,7 +73,7 @@ def ui():
              "statusLabel", "studyProgressBar", "studyStatusLabel", "gridCountsLabel", "gridWarningsLabel",
              "warningsTextEdit", "resultsCollapsibleButton", "runAccuracyCheckButton", "accuracyProgressBar",
              "accuracyStatusLabel", "accuracyRankingTextEdit", "adviceTextEdit", "recommendationComboBox",
-             "applyRecommendationButton")
+             "applyRecommendationButton", "openResultPageButton")
     return types.SimpleNamespace(**{name: Widget(text="", enabled=False, collapsed=True, plainText="", items=[],
                                                  currentIndex=0) for name in names})
 
@@ -120,6 +120,7 @@ class WidgetBindingTest(unittest.TestCase):
         w, u = self.widget, self.widget.ui
         w._refresh()
         self.assertEqual((u.applyButton.text, u.applyButton.enabled), ("Apply", True))
+        self.assertFalse(u.openResultPageButton.enabled)
         w.onApplyButton()
         self.assertEqual(u.applyButton.text, "Cancel")
         self.assertTrue(w._pollTimer.active)
@@ -132,6 +133,14 @@ class WidgetBindingTest(unittest.TestCase):
         self.assertEqual(self.node.diagnosisTable.GetClassName(), "vtkMRMLTableNode")
         self.assertFalse(u.resultsCollapsibleButton.collapsed)
         self.assertIn("control points inside the image", u.gridCountsLabel.text)
+        self.assertTrue(u.openResultPageButton.enabled)
+        opened = []
+        desktop = types.SimpleNamespace(QDesktopServices=types.SimpleNamespace(openUrl=opened.append),
+                                        QUrl=types.SimpleNamespace(fromLocalFile=lambda path: f"file://{path}"))
+        with mock.patch.object(SpacingRegistration, "qt", desktop):
+            w.onOpenResultPageButton()
+        self.assertEqual(opened, [f"file://{w.workflow.resultPage}"])
+        self.assertIn('class="anatomy-map"', w.workflow.resultPage.read_text())
 
         count = self.scene.GetNumberOfNodes()
         w.onApplyButton()  # again into the same nodes: refilled, not added

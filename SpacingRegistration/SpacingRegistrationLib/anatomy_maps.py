@@ -75,7 +75,7 @@ def displacement_maps(fixed: sitk.Image, field_voxels_magnitude: np.ndarray, jac
     mask_array = None if mask is None else _checked("mask", mask, fixed_array.shape).astype(bool)
     finite = determinant[np.isfinite(determinant) & (True if mask_array is None else mask_array)]
     span = max(float(np.abs(finite - 1).max()) if finite.size else 0.0, 0.05)
-    folding = int((finite <= 0).sum())
+    folding = folding_count(determinant, mask_array)
     index = _slice_index(-determinant if folding else np.abs(determinant - 1), mask_array, slices)
     rows = [("Jacobian determinant", index, lambda values: _diverging(values, span), determinant, _jacobian_salience)]
     jacobian_map = _figure(fixed, fixed_array, rows, mask_array, f"{title}: Jacobian determinant "
@@ -88,12 +88,23 @@ def transform_maps(transform: sitk.Transform, fixed: sitk.Image, title: str = "R
                    mask: np.ndarray | None = None, slices="middle") -> str:
     """:func:`displacement_maps` of a transform on the fixed image's grid: |T(x) - x| in voxels and the Jacobian
     determinant of x -> T(x)."""
+    magnitude, jacobian = displacement_and_jacobian(transform, fixed)
+    return displacement_maps(fixed, magnitude, jacobian, title, mask=mask, slices=slices)
+
+
+def displacement_and_jacobian(transform: sitk.Transform, fixed: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """|T(x) - x| in voxels of ``fixed`` and the Jacobian determinant of x -> T(x), numpy order on its grid."""
     vectors_mm = displacement_array(transform, fixed)
     magnitude = np.linalg.norm(to_voxel_units(vectors_mm, fixed), axis=-1)
     field = sitk.GetImageFromArray(vectors_mm, isVector=True)
     field.CopyInformation(fixed)
-    jacobian = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field))
-    return displacement_maps(fixed, magnitude, jacobian, title, mask=mask, slices=slices)
+    del vectors_mm
+    return magnitude, sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field))
+
+
+def folding_count(jacobian: np.ndarray, mask: np.ndarray | None = None) -> int:
+    """Voxels (inside ``mask`` when given) where the Jacobian determinant is <= 0: the deformation folds there."""
+    return int(((np.asarray(jacobian) <= 0) & (True if mask is None else np.asarray(mask, dtype=bool))).sum())
 
 
 def axial_background(image: sitk.Image) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:

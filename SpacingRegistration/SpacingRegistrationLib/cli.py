@@ -15,7 +15,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from . import sample_data
+from . import result_page, sample_data
 from .describe import describe_grid, describe_result
 from .grid import grid_geometry, initial_bspline
 from .images import InputImageError, check_image, read_image
@@ -122,27 +122,33 @@ def _known_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(RegistrationSettings)}
 
 
-def write_result(result: RegistrationResult, folder: Path) -> dict[str, Path]:
-    """transform.tfm, result.json (every number of the summary) and trace.csv (one row per iteration).
-    With an initial transform, transform.tfm is the whole mapping (a CompositeTransform [initial, bspline]) and
-    bspline.tfm the optimised BSpline alone.
+def write_result(result: RegistrationResult, folder: Path, fixed: sitk.Image | None = None,
+                 mask=None) -> dict[str, Path]:
+    """transform.tfm, result.json (every number of the summary), trace.csv (one row per iteration) and, given the
+    ``fixed`` image (and the ``mask`` the run used, if any), result.html (result_page.py: the summary, the
+    displacement and Jacobian maps over the fixed image, the metric trace). With an initial transform,
+    transform.tfm is the whole mapping (a CompositeTransform [initial, bspline]) and bspline.tfm the optimised
+    BSpline alone.
 
-    All three are written under temporary names, checked, and renamed only when all are whole: a full disk or a
-    folder that refuses writes raises :class:`OutputFolderError` and leaves the folder's earlier files as they were.
+    The page is made first; then all files are written under temporary names, checked, and renamed only when all
+    are whole: a full disk or a folder that refuses writes raises :class:`OutputFolderError` and leaves the
+    folder's earlier files as they were.
     """
     paths = {"transform": folder / "transform.tfm", "summary": folder / "result.json", "trace": folder / "trace.csv"}
     if result.initial_transform is not None:
         paths["bspline"] = folder / "bspline.tfm"
+    page = None if fixed is None else result_page.page_html(result, fixed, mask)
+    if page is not None:
+        paths["page"] = folder / result_page.PAGE_NAME
     temporary = {key: path.with_name(f".{path.stem}.part{path.suffix}") for key, path in paths.items()}
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_transform(result.mapping, temporary["transform"])
         if "bspline" in paths:
             write_transform(result.transform, temporary["bspline"])
-        with temporary["summary"].open("w") as stream:
-            stream.write(json.dumps(result.summary(), indent=2, default=float))
-            stream.flush()
-            os.fsync(stream.fileno())
+        _write_whole(temporary["summary"], json.dumps(result.summary(), indent=2, default=float))
+        if page is not None:
+            _write_whole(temporary["page"], page)
         with temporary["trace"].open("w", newline="") as stream:
             names = [f.name for f in dataclasses.fields(result.trace[0])] if result.trace else ["event_index"]
             writer = csv.DictWriter(stream, fieldnames=names)
@@ -159,6 +165,14 @@ def write_result(result: RegistrationResult, folder: Path) -> dict[str, Path]:
         reason = error.strerror or str(error)
         raise OutputFolderError(f"cannot write the results to {folder}: {reason}; files already there are unchanged") from None
     return paths
+
+
+def _write_whole(path: Path, text: str):
+    """``text`` into ``path``, on the disk before the rename that makes it visible."""
+    with path.open("w", encoding="utf-8") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 def _print_progress(record):
@@ -186,7 +200,7 @@ def _register_and_report(fixed, moving, settings, output: Path | None, quiet: bo
         print(file=sys.stderr)
     print(describe_result(result))
     if output is not None:
-        paths = write_result(result, output)
+        paths = write_result(result, output, fixed, mask)
         print(f"Wrote {', '.join(str(p) for p in paths.values())}")
     return 130 if result.cancelled else 0
 
@@ -461,7 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     register = commands.add_parser("register", help="one BSpline registration with its diagnosis")
     register.add_argument("--fixed", type=Path, required=True, help="fixed image file")
     register.add_argument("--moving", type=Path, required=True, help="moving image file")
-    register.add_argument("--output", type=Path, help="folder for transform.tfm, result.json and trace.csv")
+    register.add_argument("--output", type=Path, help="folder for transform.tfm, result.json, trace.csv and "
+                          "result.html (the result page: summary, displacement and Jacobian maps over the fixed "
+                          "image, metric trace)")
     register.add_argument("--quiet", action="store_true", help="no progress line")
     register.add_argument("--truth", type=Path, help=TRUTH_HELP)
     register.add_argument("--mask", type=Path, help="fixed-image mask (non-zero = inside): the metric samples and the "

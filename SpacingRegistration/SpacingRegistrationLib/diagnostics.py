@@ -76,6 +76,17 @@ def iterations_per_run(trace: list[IterationRecord]) -> list[int]:
     return [counts[run] for run in sorted(counts)]
 
 
+def restart_events(trace) -> list[int]:
+    """Event indices where libLBFGS started again (LBFGS2's second run, or a new pyramid level), for the metric
+    traces' markers; ``trace`` holds IterationRecords or their dicts (a study folder's stored trace)."""
+    def key(record):
+        record = record if isinstance(record, dict) else vars(record)
+        return record.get("level", 0), record.get("lbfgs_run", 0)
+
+    return [after["event_index"] if isinstance(after, dict) else after.event_index
+            for before, after in zip(trace, trace[1:]) if key(after) != key(before)]
+
+
 def scales_report(trace: list[IterationRecord]) -> dict[str, object]:
     """Were the optimizer scales uniform, and did they change during the run?"""
     lows = np.array([r.scales_min for r in trace])

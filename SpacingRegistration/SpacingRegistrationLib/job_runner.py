@@ -77,7 +77,7 @@ def _registration(job: dict, folder: Path, protocol: Protocol, cancel: threading
     for warning in result.warnings:
         protocol.emit("warning", text=warning)
     output = folder / OUTPUT_FOLDER
-    paths = write_result(result, output)
+    paths = write_result(result, output, fixed, mask)
     _atomic_pickle(result, output / RESULT_PICKLE)
     protocol.emit("result", stop_reason=result.stop_reason, moved=result.moved, iterations=count,
                   files={name: str(path) for name, path in paths.items()})

@@ -11,9 +11,10 @@ workers, and the real Python behind the PythonSlicer launcher) after ``CANCEL_GR
 Unlike those extensions the child speaks a protocol: one JSON object per stdout line (``started``, ``iteration``,
 ``plan``, ``run``, ``warning``, ``result``, ``cancelled``, ``error``), its other output goes to ``job.log`` in the
 job folder. The inputs are files in the job folder (images as .nrrd, settings or study spec as ``job.json``); the
-outputs come back from it (``output/transform.tfm``, ``result.json``, ``trace.csv`` and the pickled result of a
-registration; the study folder and the pickled analysis of a study; the pickled outcome of an accuracy check). A
-child that dies without a result (killed, out of memory, an ITK exception) is one clear message and no result.
+outputs come back from it (``output/transform.tfm``, ``result.json``, ``trace.csv``, the result page
+``result.html`` and the pickled result of a registration; the study folder and the pickled analysis of a study;
+the pickled outcome of an accuracy check). A child that dies without a result (killed, out of memory, an ITK
+exception) is one clear message and no result.
 Qt-free and MRML-free: the caller turns results into nodes on its main thread.
 """
 

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from . import anatomy_maps, svg
 from .advice import from_study
+from .diagnostics import restart_events
 from .grid import grid_geometry
 from .images import read_image, with_spacing
 from .study_diagnosis import NEGLIGIBLE_SPREAD_VOXELS, SAME_FIELD_VOXELS
@@ -173,12 +174,8 @@ def _plots(store: StudyStore, analysis: StudyAnalysis, rows: list[dict]) -> list
         series = {f"s={row['spacing']:g} r{row['repeat']}": ([r["event_index"] for r in row["trace"]],
                                                             [r["metric"] for r in row["trace"]])
                   for row in rows if row["mode"] == mode}
-        restarts = sorted({r["event_index"] for row in rows if row["mode"] == mode
-                           for before, r in zip(row["trace"], row["trace"][1:])
-                           if r.get("lbfgs_run", 0) != before.get("lbfgs_run", 0)})
-        figures.append(svg.line_chart(series, f"Metric per iteration event ({mode})", "iteration event",
-                                      "sampled metric", log_y=False,
-                                      markers=[(x, "libLBFGS restart") for x in restarts]))
+        restarts = sorted({x for row in rows if row["mode"] == mode for x in restart_events(row["trace"])})
+        figures.append(svg.metric_trace(series, f"Metric per iteration event ({mode})", restarts))
     categories = [f"{s:g} mm" for s in spec.spacings]
 
     def per_mode(value):
@@ -205,9 +202,7 @@ def _plots(store: StudyStore, analysis: StudyAnalysis, rows: list[dict]) -> list
                                       "mean error over repeats (voxels)", log_x=log_x, markers=True,
                                       reference=(f"doing nothing {identity:.3g}", identity)))
     figures.append(_grid_figure(store, analysis.reference_spacing))
-    maps = _spread_maps(store, analysis)
-    if maps:
-        figures.append(maps)
+    figures.extend(maps for maps in (_spread_maps(store, analysis), _difference_maps(store, analysis)) if maps)
     return figures
 
 
@@ -221,6 +216,45 @@ def _spread_maps(store: StudyStore, analysis: StudyAnalysis) -> str:
     return anatomy_maps.slice_maps(read_image(store.fixed_path), overlays, "voxels",
                                    "Run-to-run spread per voxel (largest distance of a repeat from the repeats' mean)",
                                    mask=store.mask_array(), slices="middle")
+
+
+def _difference_maps(store: StudyStore, analysis: StudyAnalysis) -> str:
+    """Every other spacing's per-voxel difference from the reference spacing over the fixed image, on one shared
+    colour scale in voxels (with the study's mask), and a caption saying what is compared.
+
+    The slices go through each map's largest difference rather than the middle: the reader's question is where the
+    reported maximum sits (it is often off-centre, where the two spacings' control grids disagree most), and
+    middle slices can miss it. Differences of rounding size (at most NEGLIGIBLE_SPREAD_VOXELS) are named in words:
+    their map would be empty on the shared scale.
+    """
+    compared = [g for g in analysis.groups if g.difference_map]
+    if not compared:
+        return ""
+    reference = analysis.reference_spacing
+
+    def largest(group) -> float:
+        return group.difference_from_reference_voxels["max"]
+
+    drawn = [g for g in compared if largest(g) > NEGLIGIBLE_SPREAD_VOXELS]
+    mask = store.mask_array()
+    overlays = {f"{svg.mode_name(g.mode)}: spacing {g.spacing:g} vs {reference:g}":
+                sitk.GetArrayFromImage(sitk.ReadImage(g.difference_map)) for g in drawn}
+    picture = anatomy_maps.slice_maps(read_image(store.fixed_path), overlays, "voxels",
+                                      f"Difference from the reference spacing {reference:g} per voxel", mask=mask,
+                                      slices="max") if overlays else ""
+    caption = (f"Difference from the reference spacing {reference:g}: |mean displacement at a spacing \u2212 mean "
+               f"displacement at spacing {reference:g}| per voxel, within each mode (means over the repeats), each "
+               "field in voxels of its own run's image, so a spacing-invariant registration shows nothing."
+               + (f" Slices through each map's largest difference{'' if mask is None else ' inside the mask'}."
+                  if overlays else ""))
+    negligible = [f"{svg.mode_name(g.mode)} at spacing {g.spacing:g} ("
+                  + ("identical" if largest(g) == 0 else f"{largest(g):.2g} voxels") + ")"
+                  for g in compared if largest(g) <= NEGLIGIBLE_SPREAD_VOXELS]
+    if negligible:
+        caption += (f" Not drawn, differences of rounding size (at most {NEGLIGIBLE_SPREAD_VOXELS:g} voxels): "
+                    + "; ".join(negligible) + ".")
+    return (f'{picture}<figcaption class="difference-maps" style="max-width:640px;font-size:12px">'
+            f"{escape(caption)}</figcaption>")
 
 
 def _grid_figure(store: StudyStore, spacing: float) -> str:

@@ -218,6 +218,12 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x
     return _chart(parts, list(series), height=HEIGHT + (24 if zeros else 0))
 
 
+def metric_trace(series: dict[str, tuple[list[float], list[float]]], title: str, restarts=()) -> str:
+    """Sampled metric per iteration event (one series per run), each libLBFGS restart (event index) marked."""
+    return line_chart(series, title, "iteration event", "sampled metric", log_y=False,
+                      markers=[(x, "libLBFGS restart") for x in restarts])
+
+
 def _all_zero_note(axes: _Axes) -> str:
     return (f'<text class="all-zero" x="{MARGIN["left"] + axes.plot_width / 2}" '
             f'y="{MARGIN["top"] + axes.plot_height / 2}" '

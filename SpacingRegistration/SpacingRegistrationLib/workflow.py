@@ -93,6 +93,7 @@ class Workflow:
         self.errorDetails = ""
         self.errorCount = 0  # failures so far: a front end that shows each once compares it with its own count
         self.outputs = None  # (transformNode, tableNode) of the last registration
+        self.resultPage = None  # Path of the result page (result_page.py) of the registration shown, if it has one
         self.study = None  # {"store", "analysis", "reportPaths", "nodes"} of the last study with a report
         self.accuracyJob = None
         self._accuracyCandidates: list[str] = []  # names of the running check's candidates, in run order
@@ -245,8 +246,14 @@ class Workflow:
         self.outputs = (transformNode, tableNode)
         self.diagnosis = self.logic.diagnosisFromTableNode(tableNode)
         self.warnings = [value for name, value in self.diagnosis if name == WARNING_ROW]
+        self.resultPage = self.logic.resultPageOfTableNode(tableNode)
         self.showGridSummary(result.grid)
         self.status = f"Finished: {STOP_REASON_TEXT.get(result.stop_reason, result.stop_reason)}."
+
+    def showDiagnosisTable(self, tableNode):
+        """Show the warnings and the result page of the registration a diagnosis table describes (None: nothing)."""
+        self.warnings = self.logic.warningsFromTableNode(tableNode) if tableNode is not None else []
+        self.resultPage = self.logic.resultPageOfTableNode(tableNode)
 
     # --- study ----------------------------------------------------------------------------------------------------
 

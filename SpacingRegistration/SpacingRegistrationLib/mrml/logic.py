@@ -12,16 +12,19 @@ and wait, for the console, scripts and tests.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
 
-from .. import describe, images, jobs, masks, registration, resources
+from .. import describe, images, jobs, masks, registration, resources, result_page
 from . import bridge, study_nodes
 from ..diagnosis_rows import WARNING_ROW, diagnosis_rows
 from ..grid import grid_geometry, initial_bspline, mesh_size_for
@@ -37,6 +40,8 @@ GRID_ATTRIBUTE = "SpacingRegistration.GridPrefix"
 SUMMARY_ATTRIBUTE = "SpacingRegistration.Summary"
 #: Table-node attribute holding the plain-text diagnosis (describe.describe_result).
 DESCRIPTION_ATTRIBUTE = "SpacingRegistration.Description"
+#: Table-node attribute holding the path of the registration's result page (result_page.py), when one was kept.
+RESULT_PAGE_ATTRIBUTE = "SpacingRegistration.ResultPage"
 #: Node-reference role from the output transform to its diagnosis table.
 DIAGNOSIS_REFERENCE_ROLE = "spacingRegistrationDiagnosis"
 #: Diagnosis-table columns.
@@ -62,10 +67,15 @@ def childEnvironment():
 
 
 class RegistrationLogic:
-    """Registration, control grid and study on MRML nodes; see the module docstring."""
+    """Registration, control grid and study on MRML nodes; see the module docstring.
 
-    def __init__(self, scene=None) -> None:
+    ``resultPagesFolder`` keeps each registration's result page (the job folders are removed); default: a
+    SpacingRegistration folder in Slicer's temporary folder, else a new temporary folder.
+    """
+
+    def __init__(self, scene=None, resultPagesFolder=None) -> None:
         self._scene = scene
+        self.resultPagesFolder = None if resultPagesFolder is None else Path(resultPagesFolder)
         self.lastTransformNode = None
         self.lastTableNode = None
 
@@ -200,10 +210,42 @@ class RegistrationLogic:
             return None
         result = job.registration_result()
         fixedVolumeNode, movingVolumeNode = job.inputs
+        page = self._keepResultPage(job)
         transformNode, tableNode = self.createOutputNodes(result, fixedVolumeNode, movingVolumeNode,
                                                           outputTransformNode, outputTableNode,
                                                           initialMatrix=getattr(job, "initialMatrix", None))
+        tableNode.SetAttribute(RESULT_PAGE_ATTRIBUTE, "" if page is None else str(page))
         return result, transformNode, tableNode
+
+    def _keepResultPage(self, job: jobs.Job):
+        """A copy of the job's result page in ``resultPagesFolder`` (a new file per run), or None when the job
+        wrote none or it cannot be kept (logged: the registration's nodes matter more than its page)."""
+        source = job.folder / jobs.OUTPUT_FOLDER / result_page.PAGE_NAME
+        if not source.is_file():
+            return None
+        target = None
+        try:
+            if self.resultPagesFolder is None:
+                self.resultPagesFolder = (Path(slicer.app.temporaryPath) / "SpacingRegistration"
+                                          if hasattr(slicer, "app") else
+                                          Path(tempfile.mkdtemp(prefix="SpacingRegistration-results-")))
+            self.resultPagesFolder.mkdir(parents=True, exist_ok=True)
+            handle, target = tempfile.mkstemp(prefix="registration-", suffix=".html", dir=self.resultPagesFolder)
+            os.close(handle)
+            shutil.copyfile(source, target)
+        except OSError as error:
+            if target is not None:
+                Path(target).unlink(missing_ok=True)
+            logging.warning("The result page of the registration could not be kept: %s", error)
+            return None
+        return Path(target)
+
+    @staticmethod
+    def resultPageOfTableNode(tableNode):
+        """The result page (a Path) of the registration a diagnosis table describes, or None when it has none (or
+        its file is gone, e.g. a temporary folder cleaned since)."""
+        path = tableNode.GetAttribute(RESULT_PAGE_ATTRIBUTE) if tableNode is not None else None
+        return Path(path) if path and Path(path).is_file() else None
 
     def register(self, fixedVolumeNode, movingVolumeNode, settings=None, outputTransformNode=None, progress=None,
                  cancel=None, outputTableNode=None, maskNode=None, initialTransformNode=None):
