@@ -120,7 +120,7 @@ class SpacingRegistrationWebApp:
         self.layoutManager.register_layout_dict(LayoutManager.default_grid_configuration())
         self.layoutManager.set_layout("Axial Primary")
         self.scene = self.slicerApp.scene
-        self.logic = RegistrationLogic(scene=self.scene)
+        self.logic = RegistrationLogic(scene=self.scene, resultPagesFolder=self.outputDir / "registrations")
         self.workflow = Workflow(self.logic, jobsFolder=self.outputDir / "jobs")
         self._shownStudy = None
         self._shownAccuracy = None
@@ -169,6 +169,7 @@ class SpacingRegistrationWebApp:
         s.study_runs = []
         s.plots = []
         s.report_url = ""
+        s.result_url = ""
         s.study_statements = ""
         s.accuracy_seeds = 4
         s.accuracy_busy = False
@@ -205,6 +206,7 @@ class SpacingRegistrationWebApp:
             s.error_message = w.error
             s.diagnosis = [{"name": n, "value": v} for n, v in w.diagnosis]
             s.warnings_text = w.warningsText if w.diagnosis or w.study else ""
+            s.result_url = self._servedUrl(w.resultPage)
             if w.study is not None and w.study is not self._shownStudy:
                 self._shownStudy = w.study
                 self._showStudy(w.study)
@@ -220,9 +222,13 @@ class SpacingRegistrationWebApp:
         s.advice_text = w.adviceText
         s.recommendation_items = [{"title": label, "value": index} for index, label in w.appliableRecommendations]
         s.recommendation_index = s.recommendation_items[0]["value"] if s.recommendation_items else None
-        page = pathlib.Path(w.accuracy.paths.get("html", w.accuracy.folder)).resolve()
-        s.accuracy_url = (f"results/{page.relative_to(self.outputDir).as_posix()}"
-                          if page.is_relative_to(self.outputDir) and page.is_file() else "")
+        s.accuracy_url = self._servedUrl(w.accuracy.paths.get("html", w.accuracy.folder))
+
+    def _servedUrl(self, path) -> str:
+        """The URL of a page in the output folder (served under results/), or "" for none or a page elsewhere."""
+        page = pathlib.Path(path).resolve() if path else None
+        return (f"results/{page.relative_to(self.outputDir).as_posix()}"
+                if page is not None and page.is_relative_to(self.outputDir) and page.is_file() else "")
 
     def _showStudy(self, study):
         nodes = study["nodes"]
@@ -599,6 +605,8 @@ class SpacingRegistrationWebApp:
                 v.VDataTable(items=("diagnosis",), headers=("[{title: 'Name', key: 'name'}, "
                                                             "{title: 'Value', key: 'value'}]",),
                              density="compact", items_per_page=-1, id="diagnosis-table", hide_default_footer=True)
+                html.A("Open the result report (displacement and Jacobian maps, metric trace)", href=("result_url",),
+                       target="_blank", id="result-link", v_if="result_url")
                 html.Div("{{ warnings_text }}", classes="sr-pre text-warning")
             with html.Div(v_if="accuracy_rows.length", id="accuracy-results"):
                 self._resultTable(v, html, "Accuracy check: candidates ranked by their error against a known "

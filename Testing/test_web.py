@@ -261,6 +261,12 @@ class WebFrontEndTest(unittest.TestCase):
         self.assertIn("scales estimator", diagnosis)
         self.assertIn("none", diagnosis)
         self.assertIn("Finished", self._text("status"))
+        # The registration's result page (the panel's "Open result report"), served from the output folder.
+        link = self._waitFor(lambda: self._byId("result-link").get_attribute("href"), 10, "the result page link")
+        self.assertTrue(link.startswith(self.url), link)
+        page = urllib.request.urlopen(link, timeout=10).read().decode("utf-8", "replace")
+        self.assertIn('data-folding="0"', page)
+        self.assertEqual(page.count('class="colour-bar"'), 2)
 
         self._type("study-spacings", "4 8")
         self._type("study-repeats", "1")

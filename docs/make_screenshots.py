@@ -4,8 +4,9 @@
     .venv/bin/python docs/make_screenshots.py
 
 The volume is a synthetic PET-like phantom (a warm body with hot spots), so the pictures carry no
-third-party data. The study report picture needs Debian's chromium; without it that one is skipped. The web
-pictures (docs/images/web_*.png) come from the browser test, run with the phantom in place of the sample pair.
+third-party data. The study report and result page pictures need Debian's chromium; without it they are skipped.
+The web pictures (docs/images/web_*.png) come from the browser test, run with the phantom in place of the sample
+pair.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SpacingRegistration"))
 
+from SpacingRegistrationLib import registration  # noqa: E402
+from SpacingRegistrationLib.cli import write_result  # noqa: E402
 from SpacingRegistrationLib.mrml import bridge, rendering  # noqa: E402
 from SpacingRegistrationLib.grid import grid_geometry  # noqa: E402
 from SpacingRegistrationLib.report import write_report  # noqa: E402
@@ -61,25 +64,47 @@ def grid_pictures(fixed: sitk.Image):
     print(f"grid: {geometry.inside_count} inside, {geometry.outside_count} outside")
 
 
+def known_shift(fixed: sitk.Image, folder) -> Path:
+    """The moving phantom is the fixed one shifted by +x: its known deformation, as a transform file."""
+    truth = Path(folder) / "truth.tfm"
+    sitk.WriteTransform(sitk.TranslationTransform(3, (SHIFT_VOXELS * fixed.GetSpacing()[0], 0.0, 0.0)), str(truth))
+    return truth
+
+
+def screenshot(page: Path, picture: Path, folder, height: int = 1900):
+    """A headless-chromium picture of an HTML page, 1300 pixels wide."""
+    subprocess.run([shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", f"--user-data-dir={folder}/chromium", f"--window-size=1300,{height}",
+                    f"--screenshot={picture}", page.as_uri()], check=True, capture_output=True, timeout=120)
+
+
 def report_picture(fixed: sitk.Image, moving: sitk.Image):
-    chromium = shutil.which("chromium")
-    if chromium is None:
+    if shutil.which("chromium") is None:
         print("chromium not found: report picture skipped")
         return
     with tempfile.TemporaryDirectory() as folder:
         spec = StudySpec(settings=RegistrationSettings(scales_estimator="none", mesh_size=(3, 3, 3)),
                          spacings=(1.0, 2.0, 4.0, 10.0), repeats=3,
                          modes=("native-default", "native-reproducible", "normalised-reproducible"))
-        truth = Path(folder) / "truth.tfm"  # the moving phantom is the fixed one shifted by +x: its known deformation
-        sitk.WriteTransform(sitk.TranslationTransform(3, (SHIFT_VOXELS * fixed.GetSpacing()[0], 0.0, 0.0)), str(truth))
-        outcome = run_study(spec, fixed, moving, Path(folder) / "study", executor="pool", truth=truth)
+        outcome = run_study(spec, fixed, moving, Path(folder) / "study", executor="pool",
+                            truth=known_shift(fixed, folder))
         paths = write_report(outcome.store, analyse(outcome.store, output=Path(folder) / "maps"), Path(folder) / "report")
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={folder}/chromium", "--window-size=1300,1900",
-                        f"--screenshot={IMAGES / 'report.png'}", paths["html"].as_uri()],
-                       check=True, capture_output=True, timeout=120)
+        screenshot(paths["html"], IMAGES / "report.png", folder)
     print("report picture written")
+
+
+def result_page_picture(fixed: sitk.Image, moving: sitk.Image):
+    """The result page of one registration of the phantom pair (what `spacingreg register --output` writes)."""
+    if shutil.which("chromium") is None:
+        print("chromium not found: result page picture skipped")
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        settings = RegistrationSettings(scales_estimator="none", mesh_size=(3, 3, 3), reproducible=True)
+        result = registration.run(fixed, moving, settings, truth=known_shift(fixed, folder))
+        paths = write_result(result, Path(folder) / "result", fixed)
+        screenshot(paths["page"], IMAGES / "result_page.png", folder, height=1500)
+    print("result page picture written")
 
 
 def web_pictures(fixed: sitk.Image, moving: sitk.Image):
@@ -101,6 +126,7 @@ def main():
     fixed, moving = phantom(), phantom(shift_voxels=SHIFT_VOXELS)
     grid_pictures(fixed)
     report_picture(fixed, moving)
+    result_page_picture(fixed, moving)
     web_pictures(fixed, moving)
 
 

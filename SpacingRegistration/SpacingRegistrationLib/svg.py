@@ -250,8 +250,11 @@ def _event_markers(axes: _Axes, markers) -> list[str]:
         if not (_finite(x) and axes.x_low <= value <= axes.x_high):
             continue
         px = axes.x(x)
+        # near the right edge the label goes left of its line (not over the legend)
+        near_right = px > MARGIN["left"] + 0.7 * axes.plot_width
+        place = f'x="{px - 3:.1f}" text-anchor="end"' if near_right else f'x="{px + 3:.1f}"'
         parts.append(f'<g class="event-marker"><line x1="{px:.1f}" x2="{px:.1f}" y1="{top}" y2="{bottom}" '
-                     f'stroke="#9467bd" stroke-dasharray="4,3"/><text x="{px + 3:.1f}" y="{top + 11}" '
+                     f'stroke="#9467bd" stroke-dasharray="4,3"/><text {place} y="{top + 11}" '
                      f'fill="#9467bd">{escape(label)}</text></g>')
     return parts
 
