@@ -20,11 +20,13 @@ import SimpleITK as sitk
 
 from testdata import FAST_SETTINGS, pet_like_pair
 
+from SpacingRegistrationLib.anatomy_maps import SEQUENTIAL
 from SpacingRegistrationLib.report import shown, write_report
 from SpacingRegistrationLib.study_runner import run_study
 from SpacingRegistrationLib.study_spec import StudySpec
+from SpacingRegistrationLib.study_diagnosis import NEGLIGIBLE_SPREAD_VOXELS
 from SpacingRegistrationLib.study_store import open_study
-from SpacingRegistrationLib.svg import LOG_SPAN
+from SpacingRegistrationLib.svg import LOG_SPAN, mode_name
 from SpacingRegistrationLib.variability import analyse
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -159,6 +161,52 @@ class ReportPageTest(unittest.TestCase):
             for picture, (view, index) in zip(slices, labels):
                 self.assertGreater(self._anatomy_correlation(self._pixels(picture), view, int(index)), 0.3,
                                    f"the fixed image shows under the {view} slice")
+
+    def test_difference_maps_share_one_scale_over_the_anatomy(self):
+        """Every other spacing's difference from the reference spacing in one figure: one colour bar in voxels whose
+        top is the largest drawn difference, slices through each map's largest value with the fixed image under
+        them, and the groups that differ only by rounding named in the caption instead of drawn."""
+        figures = [f for f in self.driver.find_elements(By.TAG_NAME, "figure")
+                   if f.find_elements(By.CSS_SELECTOR, "figcaption.difference-maps")]
+        self.assertEqual(len(figures), 1)
+        maps = figures[0].find_elements(By.CSS_SELECTOR, "svg.anatomy-map")
+        self.assertEqual(len(maps), 1, "every compared group on one scale")
+        compared = {(g.mode, g.spacing): sitk.GetArrayFromImage(sitk.ReadImage(g.difference_map))
+                    for g in self.analysis.groups if g.difference_map}
+        self.assertEqual(set(compared), {(m, s) for m in SPEC.modes for s in SPEC.spacings if s != SPEC.reference})
+        drawn = {key: values for key, values in compared.items() if values.max() > NEGLIGIBLE_SPREAD_VOXELS}
+        self.assertTrue(drawn and len(drawn) < len(compared), "native units differ, normalised ones only by rounding")
+        top = max(float(values.max()) for values in drawn.values())
+        self.assertAlmostEqual(float(maps[0].get_attribute("data-vmax")) / top, 1, places=5)
+        bars = maps[0].find_elements(By.CSS_SELECTOR, "g.colour-bar")
+        self.assertEqual(len(bars), 1)
+        self.assertIn("voxels", bars[0].text)
+        self.assertIn(f"{top:.3g} (max)", bars[0].text)
+        bar = self._pixels(bars[0].find_element(By.CSS_SELECTOR, "rect")).astype(float)
+        for row, (_, colour) in ((bar[2], SEQUENTIAL[-1]), (bar[-3], SEQUENTIAL[0])):  # top: the max; bottom: 0
+            self.assertLess(np.abs(row.mean(axis=0) - colour).max(), 40, (row.mean(axis=0), colour))
+
+        texts = self.driver.execute_script("return Array.from(arguments[0].querySelectorAll('text'))"
+                                           ".map(t => t.textContent);", maps[0])
+        rows = [t for t in texts if t.endswith(f" vs {SPEC.reference:g}")]
+        self.assertEqual(rows, [f"{mode_name(m)}: spacing {s:g} vs {SPEC.reference:g}" for m, s in drawn])
+        labels = [(m.group(1), int(m.group(2))) for t in texts
+                  if (m := re.fullmatch(r"(axial|coronal|sagittal) [kji]=(\d+)", t))]
+        self.assertEqual([index for _, index in labels],
+                         [int(i) for values in drawn.values() for i in np.unravel_index(values.argmax(), values.shape)])
+        pictures = maps[0].find_elements(By.TAG_NAME, "image")
+        self.assertEqual(len(pictures), len(labels))
+        for picture, (view, index) in zip(pictures, labels):
+            pixels = self._pixels(picture)
+            self.assertGreater(self._anatomy_correlation(pixels, view, index), 0.3, f"anatomy under {view} {index}")
+            chroma = pixels.max(axis=-1).astype(int) - pixels.min(axis=-1)
+            self.assertGreater((chroma > 60).mean(), 0.1, f"the difference is coloured in the {view} slice")
+
+        caption = figures[0].find_element(By.CSS_SELECTOR, "figcaption.difference-maps").text
+        self.assertIn(f"spacing {SPEC.reference:g}", caption)
+        self.assertIn("voxels of its own run's image", caption)
+        for mode, spacing in set(compared) - set(drawn):
+            self.assertIn(f"{mode_name(mode)} at spacing {spacing:g} (", caption)
 
     def _anatomy_correlation(self, pixels: np.ndarray, view: str, index: int) -> float:
         """How well the picture's brightness follows the fixed image's slice (best of the four flips)."""

@@ -3,6 +3,7 @@
 import html.parser
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -11,10 +12,13 @@ import unittest
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
+from test_report_pictures import pictures
 from testdata import FAST_SETTINGS as FAST, SMALL_STUDY as SPEC, pet_like_pair
 
 from SpacingRegistrationLib import cli
+from SpacingRegistrationLib.anatomy_maps import OUTLINE_COLOUR
 from SpacingRegistrationLib.report import GROUP_COLUMNS, number, write_report
 from SpacingRegistrationLib.settings import SettingsError
 from SpacingRegistrationLib.study_runner import run_study
@@ -259,14 +263,43 @@ class ReportTest(unittest.TestCase):
     def test_spread_maps_are_images_on_the_fixed_grid(self):
         store = open_study(self.folder)
         analysis = analyse(store, output=self.folder / "maps")
-        import SimpleITK as sitk
-
         group = analysis.group("native-default", 1.0)
         spread = sitk.ReadImage(group.spread_map)
         fixed = sitk.ReadImage(str(store.fixed_path))
         self.assertEqual(spread.GetSize(), fixed.GetSize())
         self.assertEqual(spread.GetSpacing(), fixed.GetSpacing())
         self.assertAlmostEqual(float(sitk.GetArrayViewFromImage(spread).max()), group.spread_voxels["max"], places=6)
+
+    def test_difference_maps_are_the_distance_between_mean_fields(self):
+        """Each other spacing's map is |mean field - the reference spacing's mean field| in voxels of each run's own
+        grid, recomputed here from the stored transforms; the reference spacing has no map."""
+        store = open_study(self.folder)
+        analysis = analyse(store, output=self.folder / "maps")
+        fixed = sitk.ReadImage(str(store.fixed_path))
+        reference = store.spec.reference
+
+        def mean_field_voxels(mode, spacing):
+            """Along the physical axes: the direction is a rotation, so lengths in voxels are lengths in mm / spacing."""
+            return np.mean([sitk.GetArrayFromImage(sitk.TransformToDisplacementField(
+                store.read_transform(run_id), sitk.sitkVectorFloat64, fixed.GetSize(), fixed.GetOrigin(),
+                (spacing,) * 3, fixed.GetDirection())) / spacing
+                for run_id, row in store.rows.items() if row["mode"] == mode and row["spacing"] == spacing], axis=0)
+
+        for mode in store.spec.modes:
+            self.assertIsNone(analysis.group(mode, reference).difference_map)
+            at_reference = mean_field_voxels(mode, reference)
+            for spacing in set(store.spec.spacings) - {reference}:
+                group = analysis.group(mode, spacing)
+                written = sitk.ReadImage(group.difference_map)
+                self.assertEqual((written.GetSize(), written.GetSpacing(), written.GetOrigin()),
+                                 (fixed.GetSize(), fixed.GetSpacing(), fixed.GetOrigin()))
+                expected = np.linalg.norm(mean_field_voxels(mode, spacing) - at_reference, axis=-1)
+                np.testing.assert_allclose(sitk.GetArrayFromImage(written), expected, rtol=1e-6, atol=1e-12)
+                self.assertAlmostEqual(group.difference_from_reference_voxels["max"], expected.max(), places=12)
+        self.assertGreater(analysis.group("native-reproducible", 10.0).difference_from_reference_voxels["max"], 0.01)
+        data = json.loads(write_report(store, analysis, self.folder / "maps_report")["json"].read_text())
+        self.assertEqual([g["difference_map"] for g in data["analysis"]["groups"]],
+                         [g.difference_map for g in analysis.groups])
 
     def test_command_line_study_and_report(self):
         out = self.folder / "cli"
@@ -283,6 +316,38 @@ class ReportTest(unittest.TestCase):
         self.assertTrue((out / "report" / "report.html").is_file())
         self.assertEqual(cli.main(["study", "--fixed", str(fixed), "--moving", str(moving), "--output", str(out),
                                    "--spacings", "1", "1"]), 2)
+
+
+class MaskedDifferenceMapTest(unittest.TestCase):
+    def test_difference_is_measured_inside_the_mask_and_outlined(self):
+        """With a study mask: the figures are the map's largest value inside the mask, the report's slices go through
+        it and the mask's outline is drawn over the anatomy; the map itself covers the whole grid."""
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder, True)
+        pair = pet_like_pair()
+        inside = np.zeros(pair.fixed.GetSize()[::-1], bool)
+        inside[10:30, 12:40, 8:30] = True
+        mask = sitk.GetImageFromArray(inside.astype(np.uint8))
+        mask.CopyInformation(pair.fixed)
+        spec = StudySpec(settings=FAST, spacings=(1.0, 4.0), repeats=1, modes=("native-reproducible",))
+        run_study(spec, pair.fixed, pair.moving, folder / "study", executor="sequential", mask=mask)
+        store = open_study(folder / "study")
+        analysis = analyse(store, output=folder / "maps", mask=store.mask_array())
+        group = analysis.group("native-reproducible", 4.0)
+        difference = sitk.GetArrayFromImage(sitk.ReadImage(group.difference_map))
+        self.assertAlmostEqual(group.difference_from_reference_voxels["max"], float(difference[inside].max()), places=6)
+        self.assertNotEqual(difference[inside].max(), difference.max(), "the largest difference is outside the mask")
+        page = write_report(store, analysis, folder / "report")["html"].read_text()
+        figure = page[page.index("Difference from the reference spacing 1 per voxel"):]
+        figure = figure[:figure.index("</figure>")]
+        peak = np.unravel_index(np.where(inside, difference, -np.inf).argmax(), inside.shape)
+        self.assertEqual([int(i) for i in re.findall(r"(?:axial|coronal|sagittal) [kji]=(\d+)", figure)],
+                         [int(i) for i in peak])
+        self.assertIn("largest difference inside the mask", figure)
+        found = pictures(figure)
+        self.assertEqual(len(found), 3)
+        for _, pixels in found:
+            self.assertTrue((pixels[..., :3] == OUTLINE_COLOUR).all(axis=-1).any(), "the mask outline is drawn")
 
 
 if __name__ == "__main__":

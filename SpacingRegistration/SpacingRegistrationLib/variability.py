@@ -52,6 +52,7 @@ class GroupStatistics:
     relative_spread: float
     difference_from_reference_voxels: dict[str, float] = field(default_factory=dict)
     spread_map: str | None = None
+    difference_map: str | None = None
     error: dict | None = None
 
 
@@ -83,7 +84,8 @@ def _summary(values) -> dict[str, float]:
 
 def analyse(store: StudyStore, output: Path | None = None, mask: np.ndarray | None = None,
             truth=None) -> StudyAnalysis:
-    """Figures per (mode, spacing) over the finished runs; spread maps saved under ``output`` if given.
+    """Figures per (mode, spacing) over the finished runs; spread maps, and each other spacing's difference map
+    from the reference spacing, saved under ``output`` if given.
 
     ``truth`` (a known deformation: file, transform, displacement image or :class:`truth.Truth`; default:
     the one stored with the study) adds every run's error against it and each group's summary of them.
@@ -114,6 +116,9 @@ def analyse(store: StudyStore, output: Path | None = None, mask: np.ndarray | No
             difference = np.linalg.norm(mean_fields[(group.mode, group.spacing)] - reference, axis=-1)
             inside = difference if mask is None else difference[mask]
             group.difference_from_reference_voxels = {"mean": float(inside.mean()), "max": float(inside.max())}
+            if output is not None and group.spacing != spec.reference:
+                group.difference_map = str(_write_map("difference", difference, fixed, Path(output), group.mode,
+                                                      group.spacing))
     analysis = StudyAnalysis(spec.reference, groups, [], run_errors=run_errors)
     if known is not None:
         identity = error_of_voxel_field(known, np.zeros_like(known.field_mm), mask)
@@ -170,7 +175,7 @@ def _group(store, fixed, mode, spacing, rows, output, mask, known: Truth | None,
         run_errors.update((row["run_id"], error.as_dict()) for row, error in zip(rows, errors))
         group.error = _group_error([error.recovered for error in errors], group.seeds)
     if output is not None:
-        group.spread_map = str(_write_spread_map(spread, fixed, Path(output), mode, spacing))
+        group.spread_map = str(_write_map("spread", spread, fixed, Path(output), mode, spacing))
     return group, mean_field
 
 
@@ -183,11 +188,12 @@ def _group_error(errors: list[ErrorFigures], seeds: list) -> dict:
     return summary
 
 
-def _write_spread_map(spread: np.ndarray, fixed: sitk.Image, output: Path, mode: str, spacing: float) -> Path:
-    """Per-voxel spread (voxels) across repeats, on the fixed image's native grid."""
+def _write_map(kind: str, values: np.ndarray, fixed: sitk.Image, output: Path, mode: str, spacing: float) -> Path:
+    """A group's per-voxel ``kind`` (spread, difference) in voxels on the fixed image's native grid: every
+    spacing's field has the fixed image's array shape, so the maps of all spacings overlay the same anatomy."""
     output.mkdir(parents=True, exist_ok=True)
-    image = sitk.GetImageFromArray(spread.astype(np.float32))
+    path = output / f"{kind}_{mode}_s{spacing:g}.nrrd"
+    image = sitk.GetImageFromArray(values.astype(np.float32))
     image.CopyInformation(fixed)
-    path = output / f"spread_{mode}_s{spacing:g}.nrrd"
     sitk.WriteImage(image, str(path), True)
     return path

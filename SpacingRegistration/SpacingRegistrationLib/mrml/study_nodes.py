@@ -1,4 +1,4 @@
-"""A finished study as MRML nodes: tables, plot charts and per-voxel spread maps (slicer + vtk, no qt)."""
+"""A finished study as MRML nodes: tables, plot charts, per-voxel spread and difference maps (slicer + vtk, no qt)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def _chartNode(scene, title: str, yTitle: str, analysis: StudyAnalysis, value, p
 
 
 def createStudyNodes(scene, store: StudyStore, analysis: StudyAnalysis, reportPaths: dict, prefix: str = "Study"):
-    """New nodes for a study: 'groups' and 'runs' tables, plot 'charts', per-group 'spreadMaps' volumes.
+    """New nodes for a study: 'groups' and 'runs' tables, plot 'charts', per-group 'spreadMaps' volumes and
+    'differenceMaps' volumes (each other spacing against the reference spacing).
 
     The groups table carries the report's path and the study folder as attributes.
     """
@@ -81,4 +82,9 @@ def createStudyNodes(scene, store: StudyStore, analysis: StudyAnalysis, reportPa
     spreadMaps = [bridge.volumeNodeFromImage(scene, sitk.ReadImage(g.spread_map),
                                                   f"{prefix} spread {g.mode} s{g.spacing:g}")
                   for g in analysis.groups if g.spread_map]
-    return {"groups": groups, "runs": runs, "charts": charts, "spreadMaps": spreadMaps}
+    reference = analysis.reference_spacing
+    differenceMaps = [bridge.volumeNodeFromImage(scene, sitk.ReadImage(g.difference_map),
+                                                 f"{prefix} difference {g.mode} s{g.spacing:g} vs s{reference:g}")
+                      for g in analysis.groups if g.difference_map]
+    return {"groups": groups, "runs": runs, "charts": charts, "spreadMaps": spreadMaps,
+            "differenceMaps": differenceMaps}
