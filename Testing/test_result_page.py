@@ -9,6 +9,7 @@ import unittest
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from testdata import FAST_SETTINGS
 from test_report_pictures import pictures
@@ -60,6 +61,23 @@ class ResultPageTest(unittest.TestCase):
         outlined = [np.all(pixels[..., :3] == anatomy_maps.OUTLINE_COLOUR, axis=-1).sum()
                     for _, pixels in pictures(magnitude)]
         self.assertTrue(all(n > 0 for n in outlined), outlined)
+
+    def test_error_against_a_truth_and_a_run_that_never_moved(self):
+        truth = sitk.TranslationTransform(3, (1.5, 0.0, 0.0))  # the moving blob is the fixed one shifted by +x
+        result = registration.run(self.fixed, self.moving, QUICK, truth=truth)
+        page = result_page.page_html(result, self.fixed)
+        self.assertIn('<li data-kind="error"><b>How far is it from the known deformation?</b> Mean error '
+                      f"{result.error.recovered.mean_voxels:.3g} voxels", page)
+        self.assertIn(f"against {result.error.identity.mean_voxels:.3g} voxels for doing nothing", page)
+
+        still = type(result.transform)(result.transform)
+        still.SetParameters([0.0] * len(still.GetParameters()))
+        page = result_page.page_html(dataclasses.replace(result, transform=still, moved=False, trace=[], error=None),
+                                     self.fixed)
+        self.assertIn("Did it move?</b> No: every BSpline coefficient is exactly zero", page)
+        self.assertIn('data-moved="false" data-folding="0"', page)
+        self.assertNotIn('data-kind="error"', page)
+        self.assertIn("Metric per iteration event: no data", page)
 
     def test_the_page_is_written_whole_with_the_other_files_or_not_at_all(self):
         folder = Path(tempfile.mkdtemp(prefix="sr-page-"))
