@@ -283,7 +283,7 @@ def _run_and_report(spec: StudySpec, fixed, moving, output: Path, executor: str,
 
 
 def _write_study_report(store, folder: Path, truth=None):
-    analysis = analyse(store, output=folder / "spread_maps", mask=store.mask_array(), truth=truth)
+    analysis = analyse(store, output=folder / "maps", mask=store.mask_array(), truth=truth)
     paths = write_report(store, analysis, folder)
     print("Diagnosis:")
     for statement in analysis.statements:

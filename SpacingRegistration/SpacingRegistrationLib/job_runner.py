@@ -104,7 +104,7 @@ def _study(job: dict, folder: Path, protocol: Protocol, cancel: threading.Event)
         protocol.emit("warning", text=f"run {run_id} failed: {reason}")
     report = None
     if outcome.store.rows and not outcome.cancelled:
-        analysis = analyse(outcome.store, output=study_folder / "report" / "spread_maps",
+        analysis = analyse(outcome.store, output=study_folder / "report" / "maps",
                            mask=outcome.store.mask_array())
         paths = write_report(outcome.store, analysis, study_folder / "report")
         output = folder / OUTPUT_FOLDER
