@@ -373,7 +373,8 @@ class SpacingRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             except ValueError as error:
                 self.workflow.fail("Cannot start the study", error)
             else:
-                self.workflow.startStudy(node.fixedVolume, node.movingVolume, spec, str(node.studyFolder))
+                self.workflow.startStudy(node.fixedVolume, node.movingVolume, spec, str(node.studyFolder),
+                                         maskNode=node.fixedMask, initialTransformNode=node.initialTransform)
             self._pollTimer.start()
         self._refresh()
 

@@ -372,7 +372,7 @@ class SpacingRegistrationWebApp:
             except SettingsError as error:
                 self.workflow.fail("Cannot start the registration", error)
             else:
-                initial = self._initialTransformNode()
+                initial = self._initialTransformNode("the registration")
                 if initial is not False:
                     self.workflow.startRegistration(self._nodeById(self.state.fixed_id),
                                                     self._nodeById(self.state.moving_id), settings,
@@ -380,9 +380,9 @@ class SpacingRegistrationWebApp:
                                                     initialTransformNode=initial)
         self._startPolling()
 
-    def _initialTransformNode(self):
+    def _initialTransformNode(self, what: str):
         """The linear transform node read from the initial-transform file (None without one; False, with the
-        error shown, when it cannot be read). A file read before is reused, not read again."""
+        error "Cannot start ``what``: ..." shown, when it cannot be read). A file read before is reused."""
         path = (self.state.initial_path or "").strip()
         if not path:
             return None
@@ -391,7 +391,7 @@ class SpacingRegistrationWebApp:
             if node.GetAttribute("SpacingRegistration.Web.InitialPath") == path:
                 return node
         if not pathlib.Path(path).is_file():
-            self.workflow.fail(f"Cannot start the registration: initial transform {path}: no such file")
+            self.workflow.fail(f"Cannot start {what}: initial transform {path}: no such file")
             return False
         storage = self.scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
         storage.SetFileName(path)
@@ -400,7 +400,7 @@ class SpacingRegistrationWebApp:
         if not storage.ReadData(node) or not node.IsLinear():
             self.scene.RemoveNode(node)
             self.scene.RemoveNode(storage)
-            self.workflow.fail(f"Cannot start the registration: initial transform {path}: not a readable linear "
+            self.workflow.fail(f"Cannot start {what}: initial transform {path}: not a readable linear "
                                "transform file (.tfm, .h5, .txt)")
             return False
         node.SetAndObserveStorageNodeID(storage.GetID())
@@ -423,8 +423,11 @@ class SpacingRegistrationWebApp:
         except (SettingsError, ValueError, TypeError) as error:
             self.workflow.fail("Cannot start the study", error)
         else:
-            self.workflow.startStudy(self._nodeById(self.state.fixed_id), self._nodeById(self.state.moving_id), spec,
-                                     self._newOutputFolder("study"))
+            initial = self._initialTransformNode("the study")
+            if initial is not False:
+                self.workflow.startStudy(self._nodeById(self.state.fixed_id), self._nodeById(self.state.moving_id),
+                                         spec, self._newOutputFolder("study"),
+                                         maskNode=self._nodeById(self.state.mask_id), initialTransformNode=initial)
         self._startPolling()
 
     def _newOutputFolder(self, kind: str) -> pathlib.Path:

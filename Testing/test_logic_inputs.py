@@ -165,6 +165,50 @@ class LogicInputsTest(unittest.TestCase):
                                                         initialTransformNode=self.moving))
             self.assertIn("linear transform node", workflow.error)
 
+    def test_study_from_the_workflow_stores_and_uses_mask_and_initial_transform(self):
+        from SpacingRegistrationLib.study_spec import StudySpec
+        from SpacingRegistrationLib.study_store import StudyFolderError
+        from SpacingRegistrationLib.workflow import Workflow
+
+        label, inside = self._labelNode(8, 24)
+        initial = self._linearNode(self.shiftRas)
+        spec = StudySpec(settings=self.logic.settingsFrom(self.FAST), spacings=(2.0,), repeats=1,
+                         modes=("native-reproducible",))
+        with tempfile.TemporaryDirectory() as folder:
+            study = Path(folder) / "study"
+            workflow = Workflow(self.logic)
+            self.assertTrue(workflow.startStudy(self.fixed, self.moving, spec, study, executor="sequential",
+                                                maskNode=label, initialTransformNode=initial), workflow.error)
+            deadline = time.monotonic() + 120
+            while workflow.studyRunning and time.monotonic() < deadline:
+                workflow.poll()
+                time.sleep(0.05)
+            self.assertIsNotNone(workflow.study, workflow.error)
+            store = workflow.study["store"]
+            np.testing.assert_array_equal(store.mask_array(), inside.astype(bool))  # stored as the CLI stores it
+            stored = store.initial_transform()
+            np.testing.assert_allclose(stored.TransformPoint((1.0, 2.0, 3.0)), (1.0 + SHIFT_VOXELS * SPACING, 2.0, 3.0),
+                                       atol=1e-9)
+            (row,) = store.rows.values()
+            self.assertTrue(row["summary"]["masked"])  # every run used them
+            self.assertIsNotNone(row["summary"]["initial_transform"])
+            # the exact initial shift leaves the BSpline little to do: the whole mapping recovers the shift
+            self.assertAlmostEqual(row["summary"]["displacement"]["mean_voxels"], SHIFT_VOXELS, delta=0.3)
+
+            # Another initial transform on the same folder: one error, nothing started, the study unchanged.
+            before = store.runs_path.read_bytes()
+            other = self._linearNode(self.shiftRas / 2, "other")
+            self.assertFalse(workflow.startStudy(self.fixed, self.moving, spec, study, maskNode=label,
+                                                 initialTransformNode=other))
+            self.assertIn("another initial transform", workflow.error)
+            self.assertFalse(workflow.studyRunning)
+            self.assertEqual(store.runs_path.read_bytes(), before)
+            with self.assertRaisesRegex(ValueError, "The mask must be a labelmap"):
+                self.logic.startStudy(self.fixed, self.moving, spec, Path(folder) / "new", maskNode=initial)
+            self.assertFalse((Path(folder) / "new").exists())
+            with self.assertRaises(StudyFolderError):
+                self.logic.startStudy(self.fixed, self.moving, spec, study, initialTransformNode=other)
+
 
 if __name__ == "__main__":
     unittest.main()

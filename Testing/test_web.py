@@ -355,6 +355,19 @@ class WebFrontEndTest(unittest.TestCase):
         self._waitFor(lambda: "Finished" in self._text("status"), 30, "the finished status")
         self.assertFalse(self._error())
 
+        # A study started with the same inputs stores them, as `spacingreg study --mask --initial-transform` does.
+        studies = set((self.tmp / "output").glob("study-*"))
+
+        def reported():
+            return [s for s in set((self.tmp / "output").glob("study-*")) - studies
+                    if (s / "report" / "report.html").is_file()]
+
+        self._byId("run-study").click()
+        study = self._waitFor(reported, STUDY_SECONDS, "the masked study's report")[0]
+        self.assertTrue((study / "inputs" / "mask.nrrd").is_file())
+        self.assertTrue((study / "inputs" / "initial.tfm").is_file())
+        self.assertFalse(self._error())
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -257,14 +257,18 @@ class Workflow:
 
     # --- study ----------------------------------------------------------------------------------------------------
 
-    def startStudy(self, fixedVolumeNode, movingVolumeNode, spec, folder, executor="pool") -> bool:
-        """Start (or resume) a study in a child process; False (and ``error``) when it cannot start."""
+    def startStudy(self, fixedVolumeNode, movingVolumeNode, spec, folder, executor="pool", maskNode=None,
+                   initialTransformNode=None) -> bool:
+        """Start (or resume) a study in a child process; False (and ``error``) when it cannot start. ``maskNode``
+        and ``initialTransformNode`` (optional, as for a registration) are stored with the study for every run:
+        see RegistrationLogic.startStudy."""
         if self.studyRunning:
             return False
         jobFolder = self._jobFolder("study")
         try:
             job = self.logic.startStudy(fixedVolumeNode, movingVolumeNode, spec, folder, executor=executor,
-                                       jobFolder=jobFolder)
+                                       jobFolder=jobFolder, maskNode=maskNode,
+                                       initialTransformNode=initialTransformNode)
         except Exception as error:  # noqa: BLE001 - shown to the user
             self._discard(jobFolder)
             self.fail("Cannot start the study", error)

@@ -184,6 +184,18 @@ class RegistrationLogic:
         settings = self.settingsFrom(settings)
         fixedImage, movingImage = self.imagesFromVolumeNodes(fixedVolumeNode, movingVolumeNode)
         images.check_pair(fixedImage, movingImage)
+        mask, initial, initialMatrix = self._maskAndInitialTransform(maskNode, initialTransformNode, fixedVolumeNode,
+                                                                     fixedImage)
+        resources.check_registration_memory(fixedImage, movingImage, settings)
+        job = jobs.start_registration(fixedImage, movingImage, settings, folder=jobFolder, python=pythonExecutable(),
+                                      environment=childEnvironment(), mask=mask, initial_transform=initial)
+        job.inputs = (fixedVolumeNode, movingVolumeNode)
+        job.initialMatrix = initialMatrix
+        return job
+
+    def _maskAndInitialTransform(self, maskNode, initialTransformNode, fixedVolumeNode, fixedImage):
+        """(mask on the fixed grid, initial transform (LPS, fixed to moving), its RAS TransformFromWorld matrix) of
+        the optional mask and initial transform nodes, each None when not given; a wrong node raises ValueError."""
         initial, initialMatrix = None, None
         if initialTransformNode is not None:
             self.checkInitialTransformNode(initialTransformNode)
@@ -193,12 +205,7 @@ class RegistrationLogic:
         mask = None
         if maskNode is not None:
             mask = masks.fixed_mask(self.maskImageFromNode(maskNode, fixedVolumeNode), fixedImage)
-        resources.check_registration_memory(fixedImage, movingImage, settings)
-        job = jobs.start_registration(fixedImage, movingImage, settings, folder=jobFolder, python=pythonExecutable(),
-                                      environment=childEnvironment(), mask=mask, initial_transform=initial)
-        job.inputs = (fixedVolumeNode, movingVolumeNode)
-        job.initialMatrix = initialMatrix
-        return job
+        return mask, initial, initialMatrix
 
     def finishRegistration(self, job: jobs.Job, outputTransformNode=None, outputTableNode=None):
         """(RegistrationResult, transformNode, tableNode) of a finished job (main thread); None if it was cancelled.
@@ -420,19 +427,24 @@ class RegistrationLogic:
     # --- studies --------------------------------------------------------------------------------------------------
 
     def startStudy(self, fixedVolumeNode, movingVolumeNode, spec, outputFolder, executor="pool", workers=None,
-                   scheduler=None, jobFolder=None) -> jobs.Job:
+                   scheduler=None, jobFolder=None, maskNode=None, initialTransformNode=None) -> jobs.Job:
         """Start (or resume) a study in a child process on ``executor`` (default: a process pool, one per core).
 
-        Bad volumes, too little memory and a study folder that holds another study or cannot be written raise here,
+        ``maskNode`` and ``initialTransformNode`` (see startRegistration) are stored with the study, as
+        ``spacingreg study --mask/--initial-transform`` store them, and every run uses them; resuming a study need
+        not name them again, and naming others than it was made with is refused. Bad volumes, mask or initial
+        transform, too little memory and a study folder that holds another study or cannot be written raise here,
         as their own errors, before any process starts (the study folder is created here, resumed by the child).
         """
         fixedImage, movingImage = self.imagesFromVolumeNodes(fixedVolumeNode, movingVolumeNode)
         images.check_pair(fixedImage, movingImage)
+        mask, initial, _matrix = self._maskAndInitialTransform(maskNode, initialTransformNode, fixedVolumeNode,
+                                                               fixedImage)
         if executor != "dask":  # Dask workers check their own memory
             concurrent = 1 if executor == "sequential" else min(workers or os.cpu_count() or 1, len(spec.runs()))
             for run in spec.runs():
                 resources.check_registration_memory(fixedImage, movingImage, run.settings, concurrent=concurrent)
-        create_or_open(outputFolder, spec, fixedImage, movingImage)
+        create_or_open(outputFolder, spec, fixedImage, movingImage, mask=mask, initial_transform=initial)
         job = jobs.start_study(fixedImage, movingImage, spec, outputFolder, executor=executor, workers=workers,
                                scheduler=scheduler, folder=jobFolder, python=pythonExecutable(),
                                environment=childEnvironment())
@@ -458,10 +470,12 @@ class RegistrationLogic:
                                             reportPaths, prefix)
 
     def runStudy(self, fixedVolumeNode, movingVolumeNode, spec, outputFolder, progress=None, cancel=None,
-                 executor="pool"):
+                 executor="pool", maskNode=None, initialTransformNode=None):
         """The study on two volume nodes, waited for: (Job, dict of new nodes). ``progress`` gets every job event;
-        setting ``cancel`` stops it, keeping the finished runs."""
-        job = self.startStudy(fixedVolumeNode, movingVolumeNode, spec, outputFolder, executor=executor)
+        setting ``cancel`` stops it, keeping the finished runs. ``maskNode``, ``initialTransformNode``: see
+        startStudy."""
+        job = self.startStudy(fixedVolumeNode, movingVolumeNode, spec, outputFolder, executor=executor,
+                              maskNode=maskNode, initialTransformNode=initialTransformNode)
         try:
             job.run_to_end(progress, cancel)
             return job, {} if job.state == jobs.CANCELLED and job.result is None else self.finishStudy(job)[3]
