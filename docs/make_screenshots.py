@@ -4,7 +4,8 @@
     .venv/bin/python docs/make_screenshots.py
 
 The volume is a synthetic PET-like phantom (a warm body with hot spots), so the pictures carry no
-third-party data. The study report and result page pictures need Debian's chromium; without it they are skipped.
+third-party data. The study report and result page pictures need Debian's chromium; without it they are skipped
+(the report's difference maps also need chromedriver).
 The web pictures (docs/images/web_*.png) come from the browser test, run with the phantom in place of the sample
 pair.
 """
@@ -91,7 +92,32 @@ def report_picture(fixed: sitk.Image, moving: sitk.Image):
                             truth=known_shift(fixed, folder))
         paths = write_report(outcome.store, analyse(outcome.store, output=Path(folder) / "maps"), Path(folder) / "report")
         screenshot(paths["html"], IMAGES / "report.png", folder)
-    print("report picture written")
+        print("report picture written")
+        if shutil.which("chromedriver") is None:
+            print("chromedriver not found: report difference maps picture skipped")
+            return
+        element_screenshot(paths["html"], "figure:has(figcaption.difference-maps)",
+                           IMAGES / "report_difference_maps.png", folder)
+    print("report difference maps picture written")
+
+
+def element_screenshot(page: Path, selector: str, picture: Path, folder):
+    """A picture of one element of an HTML page (anywhere on it, not only the first screen), via chromedriver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1300,1900",
+                 "--force-device-scale-factor=1", f"--user-data-dir={folder}/chromedriver"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(page.as_uri())
+        driver.find_element(By.CSS_SELECTOR, selector).screenshot(str(picture))
+    finally:
+        driver.quit()
 
 
 def result_page_picture(fixed: sitk.Image, moving: sitk.Image):
