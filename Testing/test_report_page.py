@@ -22,9 +22,9 @@ from testdata import FAST_SETTINGS, pet_like_pair
 
 from SpacingRegistrationLib.anatomy_maps import SEQUENTIAL
 from SpacingRegistrationLib.report import shown, write_report
+from SpacingRegistrationLib.study_diagnosis import NEGLIGIBLE_SPREAD_VOXELS
 from SpacingRegistrationLib.study_runner import run_study
 from SpacingRegistrationLib.study_spec import StudySpec
-from SpacingRegistrationLib.study_diagnosis import NEGLIGIBLE_SPREAD_VOXELS
 from SpacingRegistrationLib.study_store import open_study
 from SpacingRegistrationLib.svg import LOG_SPAN, mode_name
 from SpacingRegistrationLib.variability import analyse
