@@ -228,10 +228,11 @@ def warnings_for(result: RegistrationResult) -> list[str]:
                 f"per estimation, re-run after every metric evaluation); its scales were {uniform}"
                 + (f" ({scales['first'][0]:.3g})" if scales.get("first") else "") + ".")
         if s.scales_estimator == "physical_shift" and s.optimizer == "lbfgs2":
-            text += (" scales_estimator='physical_shift_fast' runs the same estimator on the central voxel: the same "
-                     "algorithm at a fraction of the cost (ITK divides the gradient by the uniform scale and its "
-                     "learning-rate estimate multiplies it back). Not bit-identical: on long runs its path parts from "
-                     "this one as another thread order would (docs/fast-equivalent.md).")
+            text += (" scales_estimator='physical_shift_fast' runs the same estimator on the central voxel with a "
+                     "uniform scale of exactly 1: the same algorithm at a fraction of the cost (ITK divides the "
+                     "gradient by the uniform scale and its learning-rate estimate multiplies it back). Not "
+                     "bit-identical: where this run's scale jumped at rounding level, its path parts from that one "
+                     "(docs/fast-equivalent.md).")
         messages.append(text)
     if scales.get("changed_during_run"):
         messages.append("The optimizer scales changed during the run (at rounding level), which rescales the gradient.")

@@ -21,23 +21,31 @@ _SAMPLING = {
     "regular": sitk.ImageRegistrationMethod.REGULAR,
     "random": sitk.ImageRegistrationMethod.RANDOM,
 }
-#: Central region radius of ``physical_shift_fast``: the estimator looks at the central voxel only.
+#: ``physical_shift_fast``: the physical-shift estimator on the central voxel (radius 0) with a parameter variation
+#: too small to move any point, so that ITK finds no parameter that shifts a voxel and uses scales of exactly 1.
 #:
 #: Why this is the reported set-up's registration at a fraction of the cost (ITK 5.4 source):
 #: - For a BSpline, RegistrationParameterScalesFromShiftBase::EstimateScales fills every scale with one value c,
-#:   the smallest non-zero largest shift that a 0.01 change of one parameter causes over the central region's
-#:   (2r+1)^3 voxels. That is parameters x (2r+1)^3 x 2 transformed points: 375 x 1331 x 2 for mesh [2,2,2] and
-#:   r = 5, about 1.4 s whatever the image size, and LBFGS2Optimizerv4::EvaluateCost runs it at every metric
-#:   evaluation (m_EstimateScalesAtEachIteration), plus twice in StartOptimization.
+#:   the smallest largest shift above machine epsilon that a change of one parameter by the variation causes over
+#:   the central region's (2r+1)^3 voxels: parameters x (2r+1)^3 x 2 transformed points, 375 x 1331 x 2 for mesh
+#:   [2,2,2] and r = 5, about 1.4 s whatever the image size; LBFGS2Optimizerv4::EvaluateCost runs it at every
+#:   metric evaluation (m_EstimateScalesAtEachIteration), plus twice in StartOptimization.
 #: - EvaluateCost hands libLBFGS (gradient / c) x learning rate; the learning rate is re-estimated while the
 #:   iteration counter is 0 as spacing / (largest shift of gradient / c over every voxel), so c cancels: the
-#:   handed gradient's largest shift is the spacing, whatever c is, as long as c does not change afterwards.
-#: - So any radius whose c stays constant during the run gives the same registration up to rounding; r = 0 costs
-#:   375 x 2 points per evaluation. A run without an estimator is a different registration: without an
-#:   estimator EstimateLearningRate returns at once and the raw gradient is handed over.
-#: Not bit-identical (c differs, so the rounding of gradient / c differs); where the reported set-up's c itself
-#: jumps during the run (rounding noise) its path differs from any fixed-c run. The diagnosis reports both facts.
+#:   handed gradient is gradient x spacing / (its largest shift), whatever c is, as long as c does not change
+#:   afterwards.
+#: - c is often set by a parameter whose weight at the region's voxels is tiny, so its shift is a difference of
+#:   two point coordinates at rounding level: c then jumps between evaluations (by a factor 2 at 1e-15 mm) and
+#:   the handed gradient with it. With scales of exactly 1 the estimator costs 375 x 2 points per evaluation, c
+#:   cannot jump, and the learning-rate estimate that carries the normalisation is ITK's own, unchanged.
+#: A run without an estimator is a different registration: EstimateLearningRate returns at once and the raw
+#: gradient is handed over. Not bit-identical: g / c rounds differently, and where the reported set-up's c jumps
+#: its path parts from this one. ITK warns at each estimation that no parameter moves a voxel: that is the
+#: mechanism, so the warning is muted during such runs (:func:`fast_scales_warning_muted`).
 FAST_CENTRAL_REGION_RADIUS = 0
+#: Parameter variation of ``physical_shift_fast`` (mm of one coefficient): every shift it causes is below machine
+#: epsilon (the coefficient plus 1e-30 is the coefficient), which is ITK's test for "moves no voxel".
+FAST_PARAMETER_VARIATION = 1e-30
 
 _LEARNING_RATE_ESTIMATION = {
     "never": sitk.ImageRegistrationMethod.Never,
@@ -84,13 +92,34 @@ def configure_optimizer(method: sitk.ImageRegistrationMethod, settings: Registra
             estimateLearningRate=_LEARNING_RATE_ESTIMATION[o.estimate_learning_rate],
             maximumStepSizeInPhysicalUnits=o.maximum_step_size_in_physical_units)
     set_scales_estimator(method, settings.scales_estimator, central_region_radius(settings),
-                         settings.scales_small_parameter_variation)
+                         parameter_variation(settings))
 
 
 def central_region_radius(settings: RegistrationSettings) -> int:
     """The central region radius the scales estimator runs with."""
     return FAST_CENTRAL_REGION_RADIUS if settings.scales_estimator == "physical_shift_fast" \
         else settings.scales_central_region_radius
+
+
+def parameter_variation(settings: RegistrationSettings) -> float:
+    """The small parameter variation the scales estimator runs with."""
+    return FAST_PARAMETER_VARIATION if settings.scales_estimator == "physical_shift_fast" \
+        else settings.scales_small_parameter_variation
+
+
+@contextlib.contextmanager
+def fast_scales_warning_muted(estimator: str):
+    """ITK's warnings muted while a ``physical_shift_fast`` run executes: ITK would print "Variation in any
+    parameter won't change a voxel position" after every metric evaluation, and that is how its scales become 1."""
+    if estimator != "physical_shift_fast":
+        yield
+        return
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
 def set_scales_estimator(method: sitk.ImageRegistrationMethod, estimator: str, radius: int, variation: float):

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from .method import configure_metric, global_thread_count, global_threads, set_scales_estimator, work_units
+from .method import (configure_metric, fast_scales_warning_muted, global_thread_count, global_threads,
+                     parameter_variation, set_scales_estimator, work_units)
 from .settings import RegistrationSettings
 
 
@@ -126,7 +127,7 @@ def scales_estimation_seconds(image: sitk.Image, settings: RegistrationSettings,
     grid_settings = settings.replace(spacing_override=None, normalised_units=False)
     mesh = tuple(int(n) - 3 for n in initial_bspline(image, grid_settings).GetFixedParameters()[:dimension])
     per_probe_voxel = _estimation_seconds_per_voxel(mesh, image.GetDirection(), probe_radius, settings.scales_estimator,
-                                                    settings.scales_small_parameter_variation, settings.histogram_bins)
+                                                    parameter_variation(settings), settings.histogram_bins)
     voxels = int(np.prod([min(2 * radius + 1, n) for n in image.GetSize()]))
     return per_probe_voxel * voxels
 
@@ -152,7 +153,7 @@ def _estimation_seconds_per_voxel(mesh: tuple[int, ...], direction: tuple[float,
             set_scales_estimator(method, estimator, probe_radius, variation)
         method.SetNumberOfWorkUnits(1)
         method.SetInitialTransform(sitk.BSplineTransform(initial), inPlace=False)
-        with global_thread_count(1):
+        with global_thread_count(1), fast_scales_warning_muted(estimator):
             start = time.process_time()
             method.Execute(small, small)
             seconds.append(time.process_time() - start)

@@ -190,7 +190,8 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
 
     cancelled = False
     start_wall, start_cpu = time.perf_counter(), time.process_time()
-    with method.global_thread_count(method.global_threads(settings)):
+    with method.global_thread_count(method.global_threads(settings)), \
+            method.fast_scales_warning_muted(settings.scales_estimator):
         threading_setup = _threading_setup(registration)
         try:
             optimised = sitk.BSplineTransform(registration.Execute(work_fixed, work_moving))

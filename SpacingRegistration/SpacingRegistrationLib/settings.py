@@ -14,8 +14,8 @@ from typing import Any
 
 SAMPLING_STRATEGIES = ("none", "regular", "random")
 OPTIMIZERS = ("lbfgs2", "lbfgsb", "gradient_descent")
-#: ``physical_shift_fast``: the physical-shift estimator on the central voxel only (radius 0), the fast equivalent of
-#: ``physical_shift`` for a BSpline (see method.configure_optimizer).
+#: ``physical_shift_fast``: the physical-shift estimator on the central voxel only (radius 0) with scales of exactly 1,
+#: the fast equivalent of ``physical_shift`` for a BSpline (see method.FAST_CENTRAL_REGION_RADIUS).
 SCALES_ESTIMATORS = ("none", "physical_shift", "physical_shift_fast", "index_shift", "jacobian")
 INTERPOLATORS = ("linear", "nearest", "bspline", "gaussian", "label_gaussian", "hamming_windowed_sinc")
 GRID_SPECIFICATIONS = ("mesh_size", "spacing_mm", "spacing_voxels")
