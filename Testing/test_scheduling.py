@@ -1,4 +1,5 @@
-"""Study scheduling: pools and Dask get the costliest runs first (issue 10 §3); orders only, never timings."""
+"""Study scheduling: pools and Dask get the costliest runs first (issue 10 §3); orders only, never timings (the
+queue's clock is a counter the test sets)."""
 
 import tempfile
 import unittest
@@ -7,7 +8,7 @@ from pathlib import Path
 from testdata import pet_like_pair_files
 
 from SpacingRegistrationLib.settings import RegistrationSettings
-from SpacingRegistrationLib.study_runner import estimated_cost, longest_first
+from SpacingRegistrationLib.study_runner import RunQueue, estimated_cost, longest_first
 from SpacingRegistrationLib.study_spec import StudySpec
 
 
@@ -40,6 +41,29 @@ class LongestFirstTest(unittest.TestCase):
         ordered = longest_first(cheap + middle + dear, self.fixed)
         self.assertEqual([run.settings.scales_estimator for run in ordered[:len(dear)]], ["physical_shift"] * len(dear))
         self.assertEqual(ordered, dear + middle + cheap)
+
+    def test_one_run_of_each_group_first_then_the_group_that_took_longest(self):
+        now = [0.0]
+        runs = StudySpec(spacings=(1.0, 4.0, 10.0), repeats=3, modes=("native-reproducible",)).runs()
+        queue = RunQueue(runs, self.fixed, clock=lambda: now[0])
+        first = [queue.take() for _ in range(2)]
+        self.assertEqual([run.spacing for run in first], [1.0, 4.0])
+        now[0] = 5.0
+        queue.finished(first[0])  # spacing 1 took 5 s; spacing 4 is still running
+        self.assertEqual(queue.take().spacing, 10.0)  # a group not yet seen before any known one
+        now[0] = 6.0
+        queue.finished(first[1])  # spacing 4 took 6 s; spacing 10 has run 1 s so far
+        self.assertEqual(queue.take().spacing, 4.0)
+        now[0] = 20.0  # spacing 10 has now run longer than any finished run: it goes next
+        self.assertEqual(queue.take().spacing, 10.0)
+        self.assertEqual([queue.take().spacing for _ in range(len(queue))], [10.0, 4.0, 1.0, 1.0])
+
+    def test_a_run_put_back_is_taken_again(self):
+        queue = RunQueue(runs_of("none"), self.fixed, clock=lambda: 0.0)
+        run = queue.take()
+        queue.put_back(run)
+        self.assertEqual(len(queue), len(runs_of("none")))
+        self.assertIn(run, [queue.take() for _ in range(len(queue))])
 
     def test_no_runs_need_no_image(self):
         self.assertEqual(longest_first([], Path(self.folder.name) / "missing.nrrd"), [])

@@ -2,8 +2,8 @@
 
 Workers only compute; the calling process writes every finished run to the study folder at once, so a
 crash, a cancel or Ctrl-C keeps all finished runs, and running the same study again resumes it. A worker
-that dies has its run retried on a fresh pool. Pools and Dask get the costliest runs first
-(:func:`longest_first`), so that the last minutes are not one long run on one core.
+that dies has its run retried on a fresh pool. Pools and Dask take one run per free worker from a
+:class:`RunQueue`, which starts the costliest runs first, so that the last minutes are not one long run on one core.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import functools
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,9 +165,10 @@ def _run_on_pool(pending: list[Run], store, workers: int, finish, cancel, outcom
     attempts = {run.run_id: 0 for run in pending}
     context = multiprocessing.get_context("spawn")
     worker_cancel = context.Event()
-    remaining = longest_first(pending, store.fixed_path)
-    while remaining and not cancel.is_set():
-        remaining = _pool_round(remaining, store, workers, context, worker_cancel, finish, cancel, attempts, outcome)
+    queue = RunQueue(pending, store.fixed_path)
+    while queue and not cancel.is_set():
+        if _pool_round(queue, store, workers, context, worker_cancel, finish, cancel, attempts, outcome) and queue:
+            outcome.worker_restarts += 1
 
 
 #: Rough costs (seconds) of one metric evaluation's parts, measured on 2 cores (SimpleITK 2.5, ITK 5.4): a
@@ -197,51 +199,124 @@ def longest_first(runs: list[Run], fixed_path) -> list[Run]:
     return sorted(runs, key=lambda run: -estimated_cost(run, size))
 
 
-def _pool_round(runs, store, workers, context, worker_cancel, finish, cancel, attempts, outcome) -> list[Run]:
-    """Submit ``runs`` to a fresh pool; return the runs to retry because a worker died."""
-    retry = []
-    with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=context,
+class RunQueue:
+    """Pending runs handed to free workers one at a time, the costliest first as far as the study knows by then.
+
+    The repeats of one mode and spacing cost about the same, but what they cost shows only once one of them has run:
+    a run whose first line search fails can take ten times as long as one that converges, which no estimate from the
+    settings foresees. So one run of every group starts first (in :func:`longest_first` order), then runs of the
+    group whose runs took, or are taking, longest: the long runs start early and short ones fill every core's end.
+    """
+
+    def __init__(self, runs: list[Run], fixed_path, clock: Callable[[], float] = time.monotonic):
+        self.waiting = longest_first(runs, fixed_path)
+        self.clock = clock
+        self.started: dict[str, tuple[tuple, float]] = {}
+        self.durations: dict[tuple, list[float]] = {}
+        self.tried: set[tuple] = set()
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def take(self) -> Run:
+        """The next run to start (the queue must not be empty)."""
+        now = self.clock()
+        untried = [run for run in self.waiting if _group(run) not in self.tried]
+        run = untried[0] if untried else max(self.waiting, key=lambda r: self._seconds(_group(r), now))
+        self.waiting.remove(run)
+        self.tried.add(_group(run))
+        self.started[run.run_id] = (_group(run), now)
+        return run
+
+    def finished(self, run: Run):
+        group, start = self.started.pop(run.run_id)
+        self.durations.setdefault(group, []).append(self.clock() - start)
+
+    def put_back(self, run: Run):
+        """``run`` did not finish (its worker died) and is to be started again."""
+        self.started.pop(run.run_id, None)
+        self.waiting.insert(0, run)
+
+    def _seconds(self, group: tuple, now: float) -> float:
+        """A run of ``group``: its finished runs' mean, at least as long as its runs still running have taken."""
+        finished = self.durations.get(group, [])
+        running = [now - start for key, start in self.started.values() if key == group]
+        return max(running + ([sum(finished) / len(finished)] if finished else []), default=0.0)
+
+
+def _group(run: Run) -> tuple:
+    return run.mode, run.spacing
+
+
+def _pool_round(queue: RunQueue, store, workers, context, worker_cancel, finish, cancel, attempts, outcome) -> bool:
+    """Run ``queue`` on a fresh pool, one run per free worker; True when a worker died (the pool is then unusable and
+    its unfinished runs are back in ``queue``, or failed after MAX_ATTEMPTS)."""
+    broken, slots = False, min(workers, len(queue))
+    with concurrent.futures.ProcessPoolExecutor(max_workers=slots, mp_context=context,
                                                 initializer=_initialise_worker, initargs=(worker_cancel,)) as pool:
-        futures = {pool.submit(_execute_in_worker, task_for(run, store)): run for run in runs}
-        waiting = set(futures)
-        while waiting:
-            done, waiting = concurrent.futures.wait(waiting, timeout=CANCEL_POLL_SECONDS,
-                                                    return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in done:
-                run = futures[future]
+        running = {}
+        while True:
+            while queue and len(running) < slots and not broken and not cancel.is_set():
+                run = queue.take()
                 try:
-                    finish(future.result())
+                    running[pool.submit(_execute_in_worker, task_for(run, store))] = run
                 except BrokenProcessPool:
+                    queue.put_back(run)
+                    broken = True
+            if not running:
+                return broken
+            done, _ = concurrent.futures.wait(running, timeout=CANCEL_POLL_SECONDS,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                run = running.pop(future)
+                try:
+                    payload = future.result()
+                except BrokenProcessPool:
+                    broken = True
                     attempts[run.run_id] += 1
                     if attempts[run.run_id] >= MAX_ATTEMPTS:
                         outcome.failed[run.run_id] = f"its worker process died {MAX_ATTEMPTS} times"
                     else:
-                        retry.append(run)
+                        queue.put_back(run)
+                    continue
                 except concurrent.futures.CancelledError:
-                    pass
+                    continue
+                queue.finished(run)
+                finish(payload)
             if cancel.is_set():
                 worker_cancel.set()
-                for future in waiting:
+                for future in running:
                     future.cancel()
-    if retry:
-        outcome.worker_restarts += 1
-    return retry
 
 
 def _run_on_dask(pending: list[Run], store, scheduler: str, finish, cancel, outcome: StudyOutcome):
+    """One run per worker thread at a time (re-read as workers come and go), so that each free thread gets the run
+    the :class:`RunQueue` picks by then."""
     from distributed import Client, as_completed
 
+    queue = RunQueue(pending, store.fixed_path)
     with Client(scheduler) as client:
         client.run(_initialise_worker)
-        futures = {client.submit(execute_task, task_for(run, store), key=f"spacingreg-{run.run_id}-{os.getpid()}",
-                                 pure=False, retries=MAX_ATTEMPTS - 1): run
-                   for run in longest_first(pending, store.fixed_path)}
-        for future in as_completed(futures):
-            run = futures[future]
+        running, completed = {}, as_completed()
+
+        def fill():
+            while queue and len(running) < max(1, sum(client.nthreads().values())):
+                run = queue.take()
+                key = f"spacingreg-{run.run_id}-{os.getpid()}"
+                future = client.submit(execute_task, task_for(run, store), key=key, pure=False,
+                                       retries=MAX_ATTEMPTS - 1)
+                running[future] = run
+                completed.add(future)
+
+        fill()
+        for future in completed:
+            run = running.pop(future)
+            queue.finished(run)
             try:
                 finish(future.result())
             except Exception as error:  # noqa: BLE001 - a failed task is reported, the others go on
                 outcome.failed[run.run_id] = f"{type(error).__name__}: {error}"
             if cancel.is_set():
-                client.cancel(list(futures))
+                client.cancel(list(running))
                 break
+            fill()
