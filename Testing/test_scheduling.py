@@ -36,27 +36,30 @@ class LongestFirstTest(unittest.TestCase):
         self.assertGreater(quick, none)
         self.assertGreater(estimated_cost(runs_of("none", 25.0)[0], size), none)
 
-    def test_costliest_runs_come_first_and_equal_costs_keep_their_order(self):
+    def test_costliest_runs_come_first_then_larger_native_spacings_and_equal_ones_keep_their_order(self):
         cheap, dear, middle = runs_of("none"), runs_of("physical_shift"), runs_of("none", 25.0)
         ordered = longest_first(cheap + middle + dear, self.fixed)
         self.assertEqual([run.settings.scales_estimator for run in ordered[:len(dear)]], ["physical_shift"] * len(dear))
-        self.assertEqual(ordered, dear + middle + cheap)
+        larger_first = [run for runs in (dear, middle, cheap) for run in sorted(runs, key=lambda r: -r.spacing)]
+        self.assertEqual(ordered, larger_first)
+        normalised = StudySpec(spacings=(1.0, 4.0), repeats=2, modes=("normalised-reproducible",)).runs()
+        self.assertEqual(longest_first(normalised, self.fixed), normalised)
 
     def test_one_run_of_each_group_first_then_the_group_that_took_longest(self):
         now = [0.0]
         runs = StudySpec(spacings=(1.0, 4.0, 10.0), repeats=3, modes=("native-reproducible",)).runs()
         queue = RunQueue(runs, self.fixed, clock=lambda: now[0])
         first = [queue.take() for _ in range(2)]
-        self.assertEqual([run.spacing for run in first], [1.0, 4.0])
+        self.assertEqual([run.spacing for run in first], [10.0, 4.0])
         now[0] = 5.0
-        queue.finished(first[0])  # spacing 1 took 5 s; spacing 4 is still running
-        self.assertEqual(queue.take().spacing, 10.0)  # a group not yet seen before any known one
+        queue.finished(first[1])  # spacing 4 took 5 s; spacing 10 is still running
+        self.assertEqual(queue.take().spacing, 1.0)  # a group not yet seen before any known one
         now[0] = 6.0
-        queue.finished(first[1])  # spacing 4 took 6 s; spacing 10 has run 1 s so far
-        self.assertEqual(queue.take().spacing, 4.0)
-        now[0] = 20.0  # spacing 10 has now run longer than any finished run: it goes next
+        queue.finished(first[0])  # spacing 10 took 6 s; spacing 1 has run 1 s so far
         self.assertEqual(queue.take().spacing, 10.0)
-        self.assertEqual([queue.take().spacing for _ in range(len(queue))], [10.0, 4.0, 1.0, 1.0])
+        now[0] = 20.0  # spacing 1 has now run longer than any finished run: it goes next
+        self.assertEqual(queue.take().spacing, 1.0)
+        self.assertEqual([queue.take().spacing for _ in range(len(queue))], [1.0, 10.0, 4.0, 4.0])
 
     def test_a_run_put_back_is_taken_again(self):
         queue = RunQueue(runs_of("none"), self.fixed, clock=lambda: 0.0)

@@ -194,9 +194,15 @@ def estimated_cost(run: Run, image_size) -> float:
 
 
 def longest_first(runs: list[Run], fixed_path) -> list[Run]:
-    """``runs`` with the costliest first (stable), so that a pool does not end with one long run on one core."""
+    """``runs`` with the costliest first (stable), so that a pool does not end with one long run on one core.
+
+    Of equal estimates, native-unit runs at larger spacings go first: their first line search fails more often (its
+    load grows with the spacing squared, docs/spacing-effect.md), and a failing search evaluates the metric up to
+    line_search_maximum_evaluations times, so these are the runs that take longest when one does.
+    """
     size = _read(str(fixed_path)).GetSize() if runs else ()
-    return sorted(runs, key=lambda run: -estimated_cost(run, size))
+    return sorted(runs, key=lambda run: (-estimated_cost(run, size),
+                                         0.0 if run.settings.normalised_units else -run.spacing))
 
 
 class RunQueue:
