@@ -129,6 +129,18 @@ class SliceMapsTest(unittest.TestCase):
         self.assertIn("sagittal i=3", fragment)
         self.assertGreater(chroma(pictures(fragment)[0][1][2, 3]), 60)
 
+    def test_slices_through_the_largest_value_inside_the_object_before_the_background(self):
+        overlay = np.zeros(SIZE[::-1])
+        overlay[1, 2, 3] = 1.0  # larger, in the background (the ramp below its mean)
+        overlay[6, 8, 10] = 0.5  # inside the object
+        fragment = anatomy_maps.slice_maps(fixed_image(), {"a": overlay}, "voxels", "t", slices="max")
+        self.assertEqual(re.findall(r"(?:axial|coronal|sagittal) [kji]=\d+", fragment),
+                         ["axial k=6", "coronal j=8", "sagittal i=10"])
+        mask = np.zeros(SIZE[::-1], bool)
+        mask[:3, :4, :5] = True  # a mask overrides the object
+        fragment = anatomy_maps.slice_maps(fixed_image(), {"a": overlay}, "voxels", "t", mask=mask, slices="max")
+        self.assertIn("axial k=1", fragment)
+
     def test_all_zero_overlay_shows_only_anatomy_and_says_bit_identical(self):
         fragment = anatomy_maps.slice_maps(fixed_image(), {"a": np.zeros(SIZE[::-1])}, "voxels", "t")
         for _, pixels in pictures(fragment):

@@ -40,8 +40,9 @@ def slice_maps(fixed: sitk.Image, overlays: dict[str, np.ndarray], unit: str, ti
     """Each overlay over the fixed image in three orthogonal slices, all on ONE colour scale [0, vmax].
 
     ``vmax`` defaults to the largest finite value over every overlay (inside ``mask`` when given), so maps that
-    are compared share the scale. ``slices``: "middle", "max" (through each overlay's largest value) or an index
-    (k, j, i) in numpy order. Values below a small fraction of vmax are transparent.
+    are compared share the scale. ``slices``: "middle", "max" (through each overlay's largest value inside the
+    mask, else inside the object: the fixed image above its mean) or an index (k, j, i) in numpy order. Values
+    below a small fraction of vmax are transparent.
     """
     fixed_array = _fixed_array(fixed)
     arrays = {name: _checked(name, values, fixed_array.shape) for name, values in overlays.items()}
@@ -56,7 +57,8 @@ def slice_maps(fixed: sitk.Image, overlays: dict[str, np.ndarray], unit: str, ti
     def colours(values):
         return _sequential(values, vmax)
 
-    rows = [(name, _slice_index(values, mask_array, slices), colours, values, np.asarray)
+    region = _object_region(fixed_array, mask_array)
+    rows = [(name, _slice_index(values, region, slices), colours, values, np.asarray)
             for name, values in arrays.items()]
     bar = _colour_bar_sequential(vmax, unit)
     return _figure(fixed, fixed_array, rows, mask_array, title, bar,
@@ -76,7 +78,8 @@ def displacement_maps(fixed: sitk.Image, field_voxels_magnitude: np.ndarray, jac
     finite = determinant[np.isfinite(determinant) & (True if mask_array is None else mask_array)]
     span = max(float(np.abs(finite - 1).max()) if finite.size else 0.0, 0.05)
     folding = folding_count(determinant, mask_array)
-    index = _slice_index(-determinant if folding else np.abs(determinant - 1), mask_array, slices)
+    index = _slice_index(-determinant if folding else np.abs(determinant - 1), _object_region(fixed_array, mask_array),
+                         slices)
     rows = [("Jacobian determinant", index, lambda values: _diverging(values, span), determinant, _jacobian_salience)]
     jacobian_map = _figure(fixed, fixed_array, rows, mask_array, f"{title}: Jacobian determinant "
                            f"({folding} folding voxel{'s' if folding != 1 else ''})",
@@ -152,11 +155,23 @@ def _finite_max(values: np.ndarray, mask: np.ndarray | None) -> float:
     return float(selected.max()) if selected.size else 0.0
 
 
+def _object_region(fixed_array: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+    """Where slices "through the largest value" look first: the mask, else the object (fixed image above its mean),
+    so that a maximum in the background at the image's edge does not give a slice with no anatomy in it."""
+    if mask is not None:
+        return mask
+    inside = fixed_array > fixed_array.mean()
+    return inside if inside.any() else None
+
+
 def _slice_index(values: np.ndarray, mask: np.ndarray | None, slices) -> tuple[int, int, int]:
     if isinstance(slices, str) and slices == "middle":
         return tuple(n // 2 for n in values.shape)
     if isinstance(slices, str) and slices == "max":
-        scored = np.where(np.isfinite(values) & (True if mask is None else mask), values, -np.inf)
+        finite = np.isfinite(values)
+        scored = np.where(finite & (True if mask is None else mask), values, -np.inf)
+        if not (scored > 0).any():  # nothing to show inside the region: the largest value anywhere
+            scored = np.where(finite, values, -np.inf)
         if not np.isfinite(scored).any():
             return tuple(n // 2 for n in values.shape)
         return tuple(int(i) for i in np.unravel_index(np.argmax(scored), values.shape))

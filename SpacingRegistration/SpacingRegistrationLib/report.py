@@ -245,7 +245,8 @@ def _difference_maps(store: StudyStore, analysis: StudyAnalysis) -> str:
     caption = (f"Difference from the reference spacing {reference:g}: |mean displacement at a spacing \u2212 mean "
                f"displacement at spacing {reference:g}| per voxel, within each mode (means over the repeats), each "
                "field in voxels of its own run's image, so a spacing-invariant registration shows nothing."
-               + (f" Slices through each map's largest difference{'' if mask is None else ' inside the mask'}."
+               + (f" Slices through each map's largest difference inside "
+                  f"{'the object (fixed image above its mean)' if mask is None else 'the mask'}."
                   if overlays else ""))
     negligible = [f"{svg.mode_name(g.mode)} at spacing {g.spacing:g} ("
                   + ("identical" if largest(g) == 0 else f"{largest(g):.2g} voxels") + ")"

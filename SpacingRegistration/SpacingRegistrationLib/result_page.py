@@ -65,7 +65,8 @@ pre{{background:#f4f4f4;padding:8px;font-size:11px}} details summary{{cursor:poi
  data-stop-reason="{escape(result.stop_reason)}"><h2>Summary</h2><ul>{items}</ul></section>
 <h2>Warnings</h2><ul id="warnings">{warnings}</ul>
 <h2>Displacement and Jacobian determinant</h2>
-<p>Over the fixed image, through the slices where each map is largest; figures {where}. The displacement is
+<p>Over the fixed image, through the slices where each map is largest inside the mask or, without one, the object
+(fixed image above its mean); figures {where}. The displacement is
 |T(x) - x| of the whole mapping in voxels; a Jacobian determinant below 1 is compression, above 1 expansion, and
 at or below 0 the deformation folds (green).{frame}</p>
 <figure id="maps">{maps}</figure>
