@@ -394,8 +394,9 @@ class _ReportedBesideFast:
             verdict = f"the same registration up to rounding (largest field difference {difference:.3g} voxels)"
         else:
             verdict = (f"different registrations (largest field difference {difference:.3g} voxels): ITK's path is as "
-                       "sensitive to the estimator's rounding-level scale changes as to thread order, so compare "
-                       "the two over sampling seeds (Testing/benchmarks/bench_fast_equivalent.py), not by one run")
+                       "sensitive to the reported estimator's rounding-level scale and to dividing by it as to "
+                       "thread order, so compare the two over sampling seeds "
+                       "(Testing/benchmarks/bench_fast_equivalent.py), not by one run")
         print(f"  {verdict}")
         output.write_text(json.dumps({"settings": {name: to_dict(values) for name, values in self.settings.items()},
                                       "results": {name: outcome["summary"] for name, outcome in outcomes.items()},
