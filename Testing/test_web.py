@@ -149,14 +149,23 @@ class WebFrontEndTest(unittest.TestCase):
         field.send_keys(Keys.TAB)
 
     def _choose(self, elementId, itemText):
-        """Pick an item of a VSelect (its menu opens in an overlay)."""
-        self._byId(elementId).find_element(By.XPATH, "./ancestor::div[contains(@class, 'v-field')]").click()
-        item = self._waitFor(lambda: next((e for e in self.driver.find_elements(By.CSS_SELECTOR,
-                                                                                  ".v-overlay .v-list-item")
-                                           if e.is_displayed() and e.text.strip() == itemText), None),
-                             10, f"the menu item {itemText!r}")
-        item.click()
+        """Pick an item of a VSelect (its menu opens in an overlay). A click can land on the previous menu's
+        closing overlay and be lost, so the field is clicked again every few seconds until the item shows."""
+        field = self._byId(elementId).find_element(By.XPATH, "./ancestor::div[contains(@class, 'v-field')]")
+        clicked = [0.0]
+
+        def shown_item():
+            item = next((e for e in self.driver.find_elements(By.CSS_SELECTOR, ".v-overlay .v-list-item")
+                         if e.is_displayed() and e.text.strip() == itemText), None)
+            if item is None and time.monotonic() - clicked[0] > 3:
+                field.click()
+                clicked[0] = time.monotonic()
+            return item
+
+        self._waitFor(shown_item, 20, f"the menu item {itemText!r}").click()
         self.driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        self._waitFor(lambda: not any(e.is_displayed() for e in self.driver.find_elements(
+            By.CSS_SELECTOR, ".v-overlay .v-list-item")), 10, "the menu to close")
 
     def _clearSelect(self, elementId):
         field = self._byId(elementId).find_element(By.XPATH, "./ancestor::div[contains(@class, 'v-field')]")
@@ -262,7 +271,7 @@ class WebFrontEndTest(unittest.TestCase):
         self.assertIn("none", diagnosis)
         self.assertIn("Finished", self._text("status"))
         # The registration's result page (the panel's "Open result report"), served from the output folder.
-        link = self._waitFor(lambda: self._byId("result-link").get_attribute("href"), 10, "the result page link")
+        link = self._waitFor(lambda: self._byId("result-link").get_attribute("href"), 30, "the result page link")
         self.assertTrue(link.startswith(self.url), link)
         page = urllib.request.urlopen(link, timeout=10).read().decode("utf-8", "replace")
         self.assertIn('data-folding="0"', page)
