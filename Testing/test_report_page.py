@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+import browser
 from testdata import FAST_SETTINGS, pet_like_pair
 
 from SpacingRegistrationLib.anatomy_maps import SEQUENTIAL
@@ -29,19 +30,9 @@ from SpacingRegistrationLib.study_store import open_study
 from SpacingRegistrationLib.svg import LOG_SPAN, mode_name
 from SpacingRegistrationLib.variability import analyse
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-try:
+if browser.AVAILABLE:
     from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    SELENIUM = True
-except ImportError:
-    SELENIUM = False
-SKIP_REASON = ("the report page test needs Chromium and chromedriver (Debian: apt-get install chromium "
-               f"chromium-driver), selenium and Pillow; found chromium={CHROMIUM}, chromedriver={CHROMEDRIVER}, "
-               f"selenium/Pillow={SELENIUM}")
 #: Three iterations, a sampling seed per repeat (a real run-to-run spread to map); normalised units give every
 #: spacing the same field to rounding beside native units' sub-voxel differences: a series spanning decades.
 SPEC = StudySpec(settings=FAST_SETTINGS, spacings=(1.0, 4.0, 10.0), repeats=2, seed_policy="per_repeat",
@@ -63,7 +54,7 @@ def tick_value(label: str) -> float:
     return 10.0 ** int(power.group(1).translate(superscripts)) if power else float(label)
 
 
-@unittest.skipUnless(CHROMIUM and CHROMEDRIVER and SELENIUM, SKIP_REASON)
+@unittest.skipUnless(browser.AVAILABLE, browser.skip_reason("the report page test"))
 class ReportPageTest(unittest.TestCase):
     driver = None
 
@@ -78,15 +69,8 @@ class ReportPageTest(unittest.TestCase):
         cls.analysis = analyse(store, output=cls.root / "maps")
         cls.paths = write_report(store, cls.analysis, cls.root / "report")
         cls.data = json.loads(cls.paths["json"].read_text())
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
-                     "--disable-background-networking", "--disable-component-update", "--window-size=1300,1900",
-                     "--force-device-scale-factor=1", f"--user-data-dir={cls.root / 'chromium'}"):
-            options.add_argument(flag)
         try:
-            cls.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-            cls.driver.set_page_load_timeout(60)
+            cls.driver = browser.start(cls.root / "chromium", 1300, 1900)
             cls.driver.get(cls.paths["html"].as_uri())
         except BaseException:
             cls.tearDownClass()

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import pathlib
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,28 +20,17 @@ import urllib.request
 
 import numpy as np
 
+import browser
 from SpacingRegistrationLib.mrml.bridge import GRID_COLORS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-try:
-    import selenium  # noqa: F401
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+if browser.AVAILABLE:
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
-    SELENIUM = True
-except ImportError:
-    SELENIUM = False
 
-SKIP_REASON = ("the web test needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver) and "
-               f"selenium; found chromium={CHROMIUM}, chromedriver={CHROMEDRIVER}, selenium={SELENIUM}")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1600,1200")
 SERVER_START_SECONDS = 90
 SAMPLE_SECONDS = 240  # the first time, the sample pair is made from the MNI152 template
 REGISTRATION_SECONDS = 180
@@ -61,7 +49,7 @@ def colourPixelCount(rgb: np.ndarray, colour, tolerance: int = 30) -> int:
     return int(np.all(np.abs(rgb[..., :3].astype(int) - target) <= tolerance, axis=-1).sum())
 
 
-@unittest.skipUnless(CHROMIUM and CHROMEDRIVER and SELENIUM, SKIP_REASON)
+@unittest.skipUnless(browser.AVAILABLE, browser.skip_reason("the web test"))
 class WebFrontEndTest(unittest.TestCase):
     """One server and one browser for the class; the test methods run in name order and build on each other."""
 
@@ -90,13 +78,7 @@ class WebFrontEndTest(unittest.TestCase):
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"the server did not answer within {SERVER_START_SECONDS} s") from None
                     time.sleep(0.5)
-            options = webdriver.ChromeOptions()
-            options.binary_location = CHROMIUM
-            for flag in CHROMIUM_FLAGS:
-                options.add_argument(flag)
-            options.add_argument(f"--user-data-dir={cls.tmp / 'chromium-profile'}")
-            cls.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-            cls.driver.set_page_load_timeout(60)
+            cls.driver = browser.start(cls.tmp / "chromium-profile", 1600, 1200)
             cls.driver.set_script_timeout(30)
             cls.driver.get(cls.url)
         except BaseException:
@@ -134,12 +116,16 @@ class WebFrontEndTest(unittest.TestCase):
 
     def _waitFor(self, condition, seconds, what):
         try:
-            return WebDriverWait(self.driver, seconds, poll_frequency=0.25).until(lambda _d: condition())
+            return WebDriverWait(self.driver, seconds, poll_frequency=0.25,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(lambda _d: condition())
         except Exception as error:  # TimeoutException: say what was awaited, with the server's log
-            self.driver.save_screenshot(str(self.shots / "failure.png"))
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}; status "
-                                 f"{self._text('status')!r}, error {self._text('error-message')!r}\n"
-                                 f"server log:\n{self._serverTail()}") from error
+            raise self._failure(f"timed out after {seconds} s waiting for {what}") from error
+
+    def _failure(self, message) -> AssertionError:
+        """``message`` with the page's status and error and the server's log; a screenshot is kept."""
+        self.driver.save_screenshot(str(self.shots / "failure.png"))
+        return AssertionError(f"{message}; status {self._text('status')!r}, error {self._text('error-message')!r}\n"
+                              f"server log:\n{self._serverTail()}")
 
     def _type(self, elementId, text):
         field = self._byId(elementId)
@@ -148,28 +134,47 @@ class WebFrontEndTest(unittest.TestCase):
         field.send_keys(str(text))
         field.send_keys(Keys.TAB)
 
-    def _choose(self, elementId, itemText):
-        """Pick an item of a VSelect (its menu opens in an overlay). A click can land on the previous menu's
-        closing overlay and be lost, so the field is clicked again every few seconds until the item shows."""
-        field = self._byId(elementId).find_element(By.XPATH, "./ancestor::div[contains(@class, 'v-field')]")
-        clicked = [0.0]
+    def _selection(self, elementId) -> str:
+        """The text a VSelect shows as its value ("" while the page redraws it)."""
+        try:
+            return " ".join(e.text.strip() for e in self._field(elementId).find_elements(
+                By.CSS_SELECTOR, ".v-select__selection-text"))
+        except StaleElementReferenceException:
+            return ""
 
-        def shown_item():
-            item = next((e for e in self.driver.find_elements(By.CSS_SELECTOR, ".v-overlay .v-list-item")
-                         if e.is_displayed() and e.text.strip() == itemText), None)
-            if item is None and time.monotonic() - clicked[0] > 3:
-                field.click()
-                clicked[0] = time.monotonic()
-            return item
+    def _field(self, elementId):
+        return self._byId(elementId).find_element(
+            By.XPATH, "./ancestor::div[contains(concat(' ', @class, ' '), ' v-field ')]")
 
-        self._waitFor(shown_item, 20, f"the menu item {itemText!r}").click()
-        self.driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
-        self._waitFor(lambda: not any(e.is_displayed() for e in self.driver.find_elements(
-            By.CSS_SELECTOR, ".v-overlay .v-list-item")), 10, "the menu to close")
+    def _menuItems(self):
+        return [e for e in self.driver.find_elements(By.CSS_SELECTOR, ".v-overlay .v-list-item") if e.is_displayed()]
+
+    def _choose(self, elementId, itemText, seconds=60):
+        """Pick an item of a VSelect as a user does: open its menu, click the item, close the menu. Vuetify opens
+        and closes menus with a transition, so a click can land on a closing overlay or an element can go stale;
+        the pick is repeated until the field shows the item."""
+        deadline = time.monotonic() + seconds
+        while self._selection(elementId) != itemText:
+            if time.monotonic() > deadline:
+                raise self._failure(f"{elementId} shows {self._selection(elementId)!r}, not {itemText!r}, "
+                                    f"after {seconds} s of picking")
+            try:
+                if not self._menuItems():
+                    self._field(elementId).click()
+                item = WebDriverWait(self.driver, 5, poll_frequency=0.25, ignored_exceptions=(WebDriverException,)) \
+                    .until(lambda _d: next((e for e in self._menuItems() if e.text.strip() == itemText), None))
+                item.click()
+            except WebDriverException:  # stale, intercepted or not shown in time: look again
+                pass
+            self.driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+            try:
+                WebDriverWait(self.driver, 5, poll_frequency=0.25, ignored_exceptions=(WebDriverException,)) \
+                    .until(lambda _d: not self._menuItems())
+            except WebDriverException:
+                pass
 
     def _clearSelect(self, elementId):
-        field = self._byId(elementId).find_element(By.XPATH, "./ancestor::div[contains(@class, 'v-field')]")
-        field.find_element(By.CSS_SELECTOR, ".v-field__clearable .v-icon").click()
+        self._field(elementId).find_element(By.CSS_SELECTOR, ".v-field__clearable .v-icon").click()
 
     def _error(self) -> str:
         return self._text("error-message")
