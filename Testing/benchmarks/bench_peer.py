@@ -18,16 +18,18 @@ Configurations:
 - recommended: normalised units, one work unit, no scales estimator, 2.5 % random sampling, mesh [3,3,3],
   at most 5 LBFGS2 line-search evaluations (the default 40 only adds failing trials at the end of a run);
 - accurate: the same with 5 % random sampling and mesh [4,4,4];
+- recommended-threads, accurate-threads: the same on the default threads (like elastix's default, not bitwise
+  repeatable);
 - elastix-meshN: itk-elastix single-resolution BSpline, Mattes MI 50 bins, its default optimizer (ASGD,
   500 iterations), random coordinate sampling of 2.5 % of the voxels, seed 1, its default threads, with the
   control-point spacing of the project's mesh [N,N,N] on this image (largest extent / N); elastix-meshN-1t
   the same on one thread, like the project's repeatable runs.
 
 Goal: a configuration this project recommends has a mean error at most that of elastix on the same grid,
-over the image and inside the head, in no more time. The project's runs use one work unit (repeatable), so
-the verdict is given on CPU time, on wall time against single-threaded elastix, and on wall time against
-elastix's default threads. Times are those of a whole ``registration.run`` (with its diagnosis). Timings are
-printed, never asserted; the machines are shared and noisy.
+over the image and inside the head, in no more time. The verdict is given on CPU time, on wall time with one
+thread each (both bitwise repeatable) and on wall time with the default threads each. Times are those of a
+whole ``registration.run`` (with its diagnosis). Timings are printed, never asserted; the machines are shared
+and noisy.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def fast_settings(seed: int = 1) -> tuple[RegistrationSettings, str]:
         "reported set-up with scales_estimator='none' (the engine has no fast equivalent)"
 
 
-def recommended_settings(mesh, percentage: float, seed: int = 1) -> RegistrationSettings:
-    settings = RegistrationSettings(reproducible=True, normalised_units=True, scales_estimator="none",
+def recommended_settings(mesh, percentage: float, seed: int = 1, reproducible: bool = True) -> RegistrationSettings:
+    settings = RegistrationSettings(reproducible=reproducible, normalised_units=True, scales_estimator="none",
                                     sampling_seed=seed, sampling_strategy="random", sampling_percentage=percentage,
                                     mesh_size=mesh)
     return settings.replace(lbfgs2={"line_search_maximum_evaluations": RECOMMENDED_LINE_SEARCH_EVALUATIONS})
@@ -184,8 +186,10 @@ def main(argv=None) -> int:
         "fast": (lambda seed: run_project(fast_settings(seed)[0], pair), plan["rounds"]),
     }
     for name, (mesh, percentage) in RECOMMENDED.items():
-        configurations[name] = (lambda seed, mesh=mesh, percentage=percentage:
-                                run_project(recommended_settings(mesh, percentage, seed), pair), plan["rounds"])
+        for suffix, reproducible in (("", True), ("-threads", False)):
+            configurations[name + suffix] = (
+                lambda seed, mesh=mesh, percentage=percentage, reproducible=reproducible:
+                run_project(recommended_settings(mesh, percentage, seed, reproducible), pair), plan["rounds"])
     grids = {}
     for mesh in [(2, 2, 2)] + [mesh for mesh, _ in RECOMMENDED.values()]:
         grids[mesh] = grid_spacing_of_mesh(pair.fixed, mesh)
@@ -270,21 +274,22 @@ def _figures(timed: list[Outcome], other_seeds: list[Outcome], truth: Truth, mas
 
 def goal(figures: dict) -> dict:
     """Is a recommended configuration at least as accurate as elastix on its grid (image and head) in no more
-    CPU time, wall time against single-threaded elastix, wall time against elastix's default threads?"""
+    CPU time, wall time on one thread each, wall time on the default threads each?"""
     lines = []
-    met = {"CPU time": False, "wall time vs elastix on one thread": False,
-           "wall time vs elastix default threads": False}
-    pairs = [("fast", "elastix-mesh2")] + [(name, f"elastix-mesh{mesh[0]}{threads}")
-                                           for name, (mesh, _) in RECOMMENDED.items() for threads in ("", "-1t")]
+    met = {"CPU time": False, "wall time, one thread each": False, "wall time, default threads each": False}
+    pairs = [("fast", "elastix-mesh2")] + [
+        pair for name, (mesh, _) in RECOMMENDED.items()
+        for pair in ((name, f"elastix-mesh{mesh[0]}-1t"), (f"{name}-threads", f"elastix-mesh{mesh[0]}"))]
     for name, peer in pairs:
         if name not in figures or peer not in figures:
             continue
         f, p = figures[name], figures[peer]
         accurate = (f["error_image"]["mean_voxels"] <= p["error_image"]["mean_voxels"]
                     and f["error_head"]["mean_voxels"] <= p["error_head"]["mean_voxels"])
-        met["CPU time"] |= accurate and f["cpu_s"] <= p["cpu_s"]
-        wall = "wall time vs elastix on one thread" if peer.endswith("-1t") else "wall time vs elastix default threads"
-        met[wall] |= accurate and f["wall_s"] <= p["wall_s"]
+        if name != "fast":  # the reported set-up's equivalent: shown, not a recommended configuration
+            met["CPU time"] |= accurate and f["cpu_s"] <= p["cpu_s"]
+            wall = "wall time, one thread each" if peer.endswith("-1t") else "wall time, default threads each"
+            met[wall] |= accurate and f["wall_s"] <= p["wall_s"]
         lines.append(
             f"{name} vs {peer}: error image {f['error_image']['mean_voxels']:.3f} vs "
             f"{p['error_image']['mean_voxels']:.3f}, head {f['error_head']['mean_voxels']:.3f} vs "
