@@ -271,6 +271,18 @@ class FastEquivalentTest(unittest.TestCase):
         self.assertTrue(any("took about" in w for w in quick.warnings))
         self.assertFalse(any(pointer in w for w in quick.warnings))
 
+    def test_a_run_without_iterations_does_not_call_its_scales_uniform_or_not(self):
+        pair = pet_like_pair()
+        fixed, moving = sitk.Shrink(pair.fixed, [2, 2, 2]), sitk.Shrink(pair.moving, [2, 2, 2])
+        settings = RegistrationSettings(reproducible=True, sampling_seed=1, scales_estimator="physical_shift_fast",
+                                        lbfgs2=Lbfgs2Settings(line_search_maximum_evaluations=1))
+        result = registration.run(fixed, moving, settings)
+        self.assertFalse(result.moved)
+        self.assertIsNone(result.optimizer["scales"]["uniform_at_rounding_level"])
+        cost = next(w for w in result.warnings if "took about" in w)
+        self.assertIn("its scales are not known (no iteration completed)", cost)
+        self.assertNotIn("uniform", cost)
+
     def test_no_estimator_reports_no_estimator_cost_and_skips_the_slope_probes(self):
         pair = pet_like_pair()
         result = registration.run(pair.fixed, pair.moving, fast(lbfgs2={"number_of_iterations": 2}))

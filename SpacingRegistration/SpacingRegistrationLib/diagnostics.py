@@ -222,10 +222,11 @@ def warnings_for(result: RegistrationResult) -> list[str]:
     scales = result.optimizer["scales"]
     estimator = result.optimizer.get("scales_estimator")
     if estimator is not None:
-        uniform = "uniform" if scales.get("uniform_at_rounding_level") else "not uniform"
+        uniform = {True: "its scales were uniform", False: "its scales were not uniform"}.get(
+            scales.get("uniform_at_rounding_level"), "its scales are not known (no iteration completed)")
         text = (f"The {s.scales_estimator} scales estimator (central region radius {estimator['central_region_radius']}) "
                 f"took about {estimator['share_of_registration']:.0%} of the registration ({estimator['one_estimation_s']:.3g} s "
-                f"per estimation, re-run after every metric evaluation); its scales were {uniform}"
+                f"per estimation, re-run after every metric evaluation); {uniform}"
                 + (f" ({scales['first'][0]:.3g})" if scales.get("first") else "") + ".")
         if s.scales_estimator == "physical_shift" and s.optimizer == "lbfgs2":
             text += (" scales_estimator='physical_shift_fast' runs the same estimator on the central voxel with a "
