@@ -14,7 +14,7 @@ from .advice import from_study
 from .diagnostics import restart_events
 from .grid import grid_geometry
 from .images import read_image, with_spacing
-from .study_diagnosis import NEGLIGIBLE_SPREAD_VOXELS, SAME_FIELD_VOXELS
+from .study_diagnosis import NEGLIGIBLE_SPREAD_VOXELS
 from .study_store import StudyStore
 from .variability import StudyAnalysis, total_iterations
 
@@ -296,8 +296,7 @@ def _summary_lines(analysis: StudyAnalysis, advice: list) -> list[tuple[str, str
             answer = (f"Yes: at spacing {f['spacing']:g} the result differs from spacing {f['reference_spacing']:g} "
                       f"by up to {f['max_difference_voxels']:.3g} voxels ({svg.mode_name(f['mode'])}).")
         elif kind == "normalised_units":
-            removed = f["max_difference_voxels"] <= SAME_FIELD_VOXELS
-            answer = (f"{'Yes' if removed else 'No'}: across spacings normalised units differ by up to "
+            answer = (f"{f['removed'].capitalize()}: across spacings normalised units differ by up to "
                       f"{f['max_difference_voxels']:.2g} voxels"
                       + ("" if f["native_max_difference_voxels"] is None
                          else f" (native units: {f['native_max_difference_voxels']:.3g})") + ".")
