@@ -19,7 +19,8 @@ def group(mode, spacing, spread, bitwise=False):
 class ThreadsStatementTest(unittest.TestCase):
     def test_rounding_spread_is_negligible_and_a_real_one_is_variability(self):
         analysis = SimpleNamespace(groups=[group("native-default", 4.0, 2.66e-15), group("native-default", 1.0, 0.69),
-                                           group("native-reproducible", 1.0, 0.0, bitwise=True)])
+                                           group("native-reproducible", 1.0, 0.0, bitwise=True)],
+                                   scales_estimator="physical_shift_fast")
         statements = {s["figures"]["spacing"]: s for s in study_diagnosis._threads(analysis)}
         rounding, real = statements[4.0], statements[1.0]
         self.assertTrue(rounding["figures"]["negligible"])
@@ -28,10 +29,15 @@ class ThreadsStatementTest(unittest.TestCase):
         self.assertFalse(real["figures"]["negligible"])
         self.assertIn("differ by up to 0.69 voxels", real["text"])
         self.assertIn("bit-identical with one work unit", real["text"])
+        self.assertNotIn("physical_shift scales estimator makes this worse", real["text"])
+        analysis.scales_estimator = "physical_shift"
+        real = next(s for s in study_diagnosis._threads(analysis) if not s["figures"]["negligible"])
+        self.assertIn("The physical_shift scales estimator makes this worse", real["text"])
 
     def test_the_threshold_is_the_boundary(self):
         at = study_diagnosis.NEGLIGIBLE_SPREAD_VOXELS
-        analysis = SimpleNamespace(groups=[group("native-default", 1.0, at), group("native-default", 2.0, at * 10)])
+        analysis = SimpleNamespace(groups=[group("native-default", 1.0, at), group("native-default", 2.0, at * 10)],
+                                   scales_estimator="physical_shift")
         statements = {s["figures"]["spacing"]: s["figures"]["negligible"] for s in study_diagnosis._threads(analysis)}
         self.assertEqual(statements, {1.0: True, 2.0: False})
 
