@@ -20,7 +20,7 @@ class ThreadsStatementTest(unittest.TestCase):
     def test_rounding_spread_is_negligible_and_a_real_one_is_variability(self):
         analysis = SimpleNamespace(groups=[group("native-default", 4.0, 2.66e-15), group("native-default", 1.0, 0.69),
                                            group("native-reproducible", 1.0, 0.0, bitwise=True)],
-                                   scales_estimator="physical_shift_fast")
+                                   scales_estimator="physical_shift_fast", optimizer="lbfgs2")
         statements = {s["figures"]["spacing"]: s for s in study_diagnosis._threads(analysis)}
         rounding, real = statements[4.0], statements[1.0]
         self.assertTrue(rounding["figures"]["negligible"])
@@ -37,7 +37,7 @@ class ThreadsStatementTest(unittest.TestCase):
     def test_the_threshold_is_the_boundary(self):
         at = study_diagnosis.NEGLIGIBLE_SPREAD_VOXELS
         analysis = SimpleNamespace(groups=[group("native-default", 1.0, at), group("native-default", 2.0, at * 10)],
-                                   scales_estimator="physical_shift")
+                                   scales_estimator="physical_shift", optimizer="lbfgs2")
         statements = {s["figures"]["spacing"]: s["figures"]["negligible"] for s in study_diagnosis._threads(analysis)}
         self.assertEqual(statements, {1.0: True, 2.0: False})
 

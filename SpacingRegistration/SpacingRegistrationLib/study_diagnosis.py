@@ -120,7 +120,7 @@ def _threads(analysis: StudyAnalysis) -> list[dict]:
         else:
             text += ("; with one seed, only the threads differ between them (Mattes MI adds per-thread derivatives "
                      "in lock order). Add the reproducible mode to confirm.")
-        if analysis.scales_estimator == "physical_shift":
+        if (analysis.scales_estimator, analysis.optimizer) == ("physical_shift", "lbfgs2"):
             text += (" The physical_shift scales estimator makes this worse: its uniform scale jumps at rounding level "
                      "and sends the repeats onto different paths (on the demo pair at 1 mm its repeats differed by "
                      "0.9-2.2 voxels, those of physical_shift_fast by at most 3e-4; docs/fast-equivalent.md).")

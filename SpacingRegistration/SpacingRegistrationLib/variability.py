@@ -65,8 +65,10 @@ class StudyAnalysis:
     statements: list[dict]
     truth: dict | None = None
     run_errors: dict[str, dict] = field(default_factory=dict)
-    #: The study's scales estimator: the reported one turns thread-order rounding into different paths.
+    #: The study's scales estimator and optimizer: physical_shift re-run at every LBFGS2 evaluation turns
+    #: thread-order rounding into different paths.
     scales_estimator: str | None = None
+    optimizer: str | None = None
 
     def group(self, mode: str, spacing: float) -> GroupStatistics:
         return next(g for g in self.groups if g.mode == mode and g.spacing == spacing)
@@ -74,7 +76,7 @@ class StudyAnalysis:
     def as_dict(self) -> dict:
         return {"reference_spacing": self.reference_spacing, "groups": [asdict(g) for g in self.groups],
                 "statements": self.statements, "truth": self.truth, "run_errors": self.run_errors,
-                "scales_estimator": self.scales_estimator}
+                "scales_estimator": self.scales_estimator, "optimizer": self.optimizer}
 
 
 def _summary(values) -> dict[str, float]:
@@ -123,7 +125,7 @@ def analyse(store: StudyStore, output: Path | None = None, mask: np.ndarray | No
                 group.difference_map = str(_write_map("difference", difference, fixed, Path(output), group.mode,
                                                       group.spacing))
     analysis = StudyAnalysis(spec.reference, groups, [], run_errors=run_errors,
-                             scales_estimator=spec.settings.scales_estimator)
+                             scales_estimator=spec.settings.scales_estimator, optimizer=spec.settings.optimizer)
     if known is not None:
         identity = error_of_voxel_field(known, np.zeros_like(known.field_mm), mask)
         analysis.truth = {"source": known.source, "region": identity.region, "voxels": identity.voxels,
