@@ -15,7 +15,7 @@ from pathlib import Path
 
 from SpacingRegistrationLib import jobs
 from SpacingRegistrationLib.images import InputImageError
-from SpacingRegistrationLib.settings import from_dict
+from SpacingRegistrationLib.settings import SettingsError, from_dict
 from SpacingRegistrationLib.study_spec import StudySpec
 from SpacingRegistrationLib.study_store import open_study
 
@@ -105,6 +105,18 @@ class RegistrationJobTest(unittest.TestCase):
 
 
 class StudyJobTest(unittest.TestCase):
+    def test_dask_without_a_scheduler_is_refused_before_a_job_starts(self):
+        pair = testdata.pet_like_pair()
+        spec = StudySpec(settings=testdata.FAST_SETTINGS, spacings=(1.0,), repeats=1)
+        with tempfile.TemporaryDirectory() as folder:
+            for start in (lambda: jobs.start_study(pair.fixed, pair.moving, spec, Path(folder) / "study",
+                                                   executor="dask", folder=Path(folder) / "job"),
+                          lambda: jobs.start_accuracy_check(pair.fixed, testdata.FAST_SETTINGS, Path(folder) / "check",
+                                                            executor="dask", folder=Path(folder) / "job")):
+                with self.assertRaisesRegex(SettingsError, "running Dask scheduler"):
+                    start()
+            self.assertEqual(list(Path(folder).iterdir()), [])
+
     def test_cancel_keeps_finished_runs_and_the_study_resumes(self):
         pair = testdata.pet_like_pair()
         spec = StudySpec(settings=testdata.FAST_SETTINGS, spacings=(1.0, 2.0, 3.0, 4.0), repeats=3,

@@ -316,7 +316,11 @@ class CommandLineBadInputTest(unittest.TestCase):
         self.assert_one_line(study + ("--output", self.folder / "s1", "--spacings", 4, 4), "duplicate spacing")
         self.assert_one_line(study + ("--output", self.folder / "s2", "--spec", self.folder / "empty_spec.json"),
                              "at least one spacing")
-        self.assertFalse((self.folder / "s1").exists() or (self.folder / "s2").exists())
+        dask = ("--output", self.folder / "s4", "--executor", "dask")
+        self.assert_one_line(study[:-2] + dask, "needs the address of a running Dask scheduler")
+        self.assert_one_line(("accuracy", "--fixed", self.fixed, "--output", self.folder / "c1", "--executor", "dask"),
+                             "needs the address of a running Dask scheduler")
+        self.assertFalse(any((self.folder / name).exists() for name in ("s1", "s2", "s4", "c1")))
 
     def test_unwritable_output(self):
         blocker = self.folder / "blocker"

@@ -341,8 +341,9 @@ def check_accuracy(fixed, output, settings: RegistrationSettings | None = None, 
     finished run (running the same check again resumes it).
     """
     from . import advice
-    from .study_runner import run_study
+    from .study_runner import check_executor, run_study
 
+    check_executor(executor, scheduler)
     user = settings or RegistrationSettings()
     options = options or CheckOptions()
     image = check_image(read_image(fixed, "fixed image") if isinstance(fixed, (str, Path)) else fixed, "fixed image")

@@ -40,7 +40,7 @@ from .accuracy import AccuracyCheckError
 from .images import InputImageError
 from .resources import ResourceError
 from .settings import RegistrationSettings, SettingsError, to_dict
-from .study_runner import EXECUTORS
+from .study_runner import check_executor
 from .study_spec import StudySpec
 from .study_store import StudyFolderError
 
@@ -311,8 +311,7 @@ def start_study(fixed: sitk.Image, moving: sitk.Image, spec: StudySpec, study_fo
                 workers: int | None = None, scheduler: str | None = None, folder=None, python: str | None = None,
                 environment: dict | None = None) -> Job:
     """Start (or resume) a study into ``study_folder`` in a child process, on ``executor`` as the CLI runs it."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    check_executor(executor, scheduler)
     folder = _new_folder(folder, "study")
     _write_inputs(folder, {"kind": "study", "spec": spec.to_dict(), "study_folder": str(Path(study_folder).resolve()),
                            "executor": executor, "workers": workers, "scheduler": scheduler}, fixed, moving)
@@ -325,8 +324,7 @@ def start_accuracy_check(fixed: sitk.Image, settings: RegistrationSettings, outp
                          python: str | None = None, environment: dict | None = None) -> Job:
     """Start (or resume) the accuracy check (accuracy.check_accuracy) of ``settings`` on ``fixed`` into
     ``output_folder`` in a child process: ``candidates`` by name, ``options`` the fields of accuracy.CheckOptions."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    check_executor(executor, scheduler)
     folder = _new_folder(folder, "accuracy")
     sitk.WriteImage(fixed, str(folder / "fixed.nrrd"))
     if mask is not None:

@@ -26,7 +26,7 @@ import SimpleITK as sitk
 from . import registration, resources
 from .images import check_pair, read_image
 from .method import central_region_radius
-from .settings import from_dict, to_dict
+from .settings import SettingsError, from_dict, to_dict
 from .study_spec import Run, StudySpec
 from .study_store import StudyStore, create_or_open
 
@@ -103,6 +103,15 @@ def _execute_in_worker(task: dict) -> dict:
     return execute_task(task, _worker_cancel)
 
 
+def check_executor(executor: str, scheduler: str | None = None) -> None:
+    """Refuse an unknown executor, and Dask without the address of a running scheduler, before any work."""
+    if executor not in EXECUTORS:
+        raise SettingsError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "dask" and not scheduler:
+        raise SettingsError("the dask executor needs the address of a running Dask scheduler (e.g. tcp://host:8786); "
+                            "on this machine alone use the default process pool")
+
+
 def run_study(spec: StudySpec, fixed, moving, output, executor: str = "pool", workers: int | None = None,
               scheduler: str | None = None, progress: ProgressCallback | None = None,
               cancel: threading.Event | None = None, memory_limit_bytes: int | None = None,
@@ -120,10 +129,7 @@ def run_study(spec: StudySpec, fixed, moving, output, executor: str = "pool", wo
     see :mod:`initial_transforms`) is stored with the study and composed before every run's BSpline; a resume
     need not name it again.
     """
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    if executor == "dask" and not scheduler:
-        raise ValueError("the dask executor needs a scheduler address")
+    check_executor(executor, scheduler)
     fixed = read_image(fixed, "fixed image") if isinstance(fixed, (str, Path)) else fixed
     moving = read_image(moving, "moving image") if isinstance(moving, (str, Path)) else moving
     check_pair(fixed, moving)
