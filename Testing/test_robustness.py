@@ -322,6 +322,16 @@ class CommandLineBadInputTest(unittest.TestCase):
                              "needs the address of a running Dask scheduler")
         self.assertFalse(any((self.folder / name).exists() for name in ("s1", "s2", "s4", "c1")))
 
+    def test_itk_failures_are_one_sentence(self):
+        far = sitk.ReadImage(str(self.moving))
+        far.SetOrigin([far.GetOrigin()[0] + 1000.0] + list(far.GetOrigin()[1:]))
+        sitk.WriteImage(far, str(self.folder / "far.nrrd"))
+        register = ("register", "--fixed", self.fixed, "--quiet", "--scales-estimator", "none",
+                    "--lbfgs2-number-of-iterations", 2)
+        self.assert_one_line(register + ("--moving", self.moving, "--sampling-percentage", 1e-5),
+                             "the metric has too few samples")
+        self.assert_one_line(register + ("--moving", self.folder / "far.nrrd"), "the images do not overlap enough")
+
     def test_unwritable_output(self):
         blocker = self.folder / "blocker"
         started = time.perf_counter()

@@ -19,7 +19,7 @@ from . import result_page, sample_data
 from .describe import describe_grid, describe_result
 from .grid import grid_geometry, initial_bspline
 from .images import InputImageError, check_image, read_image
-from .registration import RegistrationResult, run
+from .registration import RegistrationFailedError, RegistrationResult, run
 from .report import write_report
 from .resources import ResourceError
 from .safe_writes import write_transform
@@ -36,7 +36,8 @@ class OutputFolderError(ValueError):
 
 
 #: Errors a user fixes: one line and exit status 2. OSError covers a folder or disk that fails while writing.
-USER_ERRORS = (SettingsError, InputImageError, StudyFolderError, ResourceError, OutputFolderError, OSError)
+USER_ERRORS = (SettingsError, InputImageError, StudyFolderError, ResourceError, OutputFolderError, OSError,
+               RegistrationFailedError)
 _NESTED = ("lbfgs2", "lbfgsb", "gradient_descent")
 TRUTH_HELP = ("known deformation (fixed to moving points, the error is measured against it): a transform file or "
               "a displacement image in LPS mm")

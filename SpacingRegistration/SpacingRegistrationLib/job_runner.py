@@ -27,7 +27,7 @@ from .study_spec import spec_from_dict
 from .study_store import StudyFolderError
 
 USER_ERRORS = (SettingsError, InputImageError, StudyFolderError, ResourceError, FileNotFoundError,
-               NotADirectoryError, PermissionError, ValueError)
+               NotADirectoryError, PermissionError, ValueError, registration.RegistrationFailedError)
 
 
 class Protocol:

@@ -38,6 +38,7 @@ import SimpleITK as sitk
 
 from .accuracy import AccuracyCheckError
 from .images import InputImageError
+from .registration import RegistrationFailedError
 from .resources import ResourceError
 from .settings import RegistrationSettings, SettingsError, to_dict
 from .study_runner import check_executor
@@ -63,7 +64,7 @@ class JobError(RuntimeError):
 
 #: Errors of the user's inputs that a failed child re-raises in the parent as their own type (else JobError).
 USER_ERROR_TYPES = {cls.__name__: cls for cls in (SettingsError, InputImageError, ResourceError, StudyFolderError,
-                                                  AccuracyCheckError)}
+                                                  AccuracyCheckError, RegistrationFailedError)}
 
 
 def command(python: str, folder: Path) -> list[str]:

@@ -31,6 +31,10 @@ class Cancelled(Exception):
     """Raised inside the iteration callback to abort ``Execute`` at once."""
 
 
+class RegistrationFailedError(RuntimeError):
+    """ITK stopped the registration with an exception; the message says why in one sentence."""
+
+
 @dataclass(frozen=True)
 class IterationRecord:
     """One optimizer iteration event."""
@@ -195,9 +199,9 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
         threading_setup = _threading_setup(registration)
         try:
             optimised = sitk.BSplineTransform(registration.Execute(work_fixed, work_moving))
-        except RuntimeError:
+        except RuntimeError as error:
             if not observer.cancelled:
-                raise
+                raise _failure(error, settings, work_fixed, inputs.fixed_mask) from error
             cancelled = True
             optimised = observer.last_transform(initial_bspline(work_fixed, settings))
         finally:
@@ -228,6 +232,30 @@ def run(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings | 
     if known is not None:
         result.error = truths.error_of_transform(known, result.mapping, fixed, statistics_mask)
     return result
+
+
+def _failure(error: RuntimeError, settings: RegistrationSettings, fixed: sitk.Image,
+             mask: sitk.Image | None) -> RegistrationFailedError:
+    """ITK's exception as one sentence a user can act on. Mattes MI fails in three ways when it has almost no
+    samples (an empty point set, a zero intensity range, no sample inside the moving image); with at least as
+    many samples as histogram bins, no sample inside the moving image means the images do not overlap."""
+    text = str(error)
+    voxels = int(np.prod(fixed.GetSize())) if mask is None else int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
+    coarsest = voxels / max(settings.shrink_factors) ** fixed.GetDimension()
+    samples = coarsest if settings.sampling_strategy == "none" else coarsest * settings.sampling_percentage / 100
+    outside = "All samples map outside moving image" in text
+    if samples < settings.histogram_bins and (outside or "Zero-valued spacing" in text
+                                              or "VirtualSampledPointSet" in text):
+        return RegistrationFailedError(
+            f"the metric has too few samples: sampling {settings.sampling_percentage:g} % of {voxels} voxels"
+            f"{' inside the mask' if mask is not None else ''} (coarsest level: about {samples:.3g} points) is fewer "
+            f"than the {settings.histogram_bins} histogram bins; raise sampling_percentage")
+    if outside:
+        return RegistrationFailedError(
+            "every metric sample maps outside the moving image: the images do not overlap enough (check their "
+            "origins, directions and the initial transform) or the transform ran away")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return RegistrationFailedError(f"ITK stopped the registration: {lines[-1] if lines else type(error).__name__}")
 
 
 class _Observer:
