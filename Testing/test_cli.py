@@ -64,6 +64,19 @@ class CommandLineTest(unittest.TestCase):
         self.assertIn("iterations per libLBFGS run: [2, 2]", out)
         self.assertIn("[4, 4, 4] control points per axis", run_cli("grid", "--image", self.fixed, "--mesh-size", 1, 1, 1)[1])
 
+    def test_a_control_point_spacing_given_alone_defines_the_grid(self):
+        from SpacingRegistrationLib.grid import mesh_size_for
+        from SpacingRegistrationLib.settings import from_dict
+
+        image = sitk.ReadImage(str(self.fixed))
+        for option, value in (("--grid-spacing-mm", 60.0), ("--grid-spacing-voxels", 9.0)):
+            with self.subTest(option):
+                mesh = mesh_size_for(image, from_dict({option[2:].replace("-", "_"): value}))
+                self.assertNotEqual(mesh, [2, 2, 2])
+                status, out, _ = run_cli("grid", "--image", self.fixed, option, value)
+                self.assertEqual(status, 0)
+                self.assertIn(f"mesh {mesh}", out)
+
     def test_grid_reports_the_geometry(self):
         status, out, _ = run_cli("grid", "--image", self.fixed, "--mesh-size", 2, 2, 2, "--json", self.folder / "g.json")
         self.assertEqual(status, 0)

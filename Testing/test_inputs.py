@@ -58,6 +58,17 @@ class SettingsErrorTest(unittest.TestCase):
         self.assertEqual(from_dict(to_dict(settings)), settings)
         self.assertEqual(settings.lbfgs2.number_of_iterations, 7)
 
+    def test_the_one_grid_field_given_picks_the_grid_specification(self):
+        self.assertEqual(from_dict({"grid_spacing_mm": 12.0}).grid_specification, "spacing_mm")
+        self.assertEqual(from_dict({"grid_spacing_voxels": 8.0}).grid_specification, "spacing_voxels")
+        self.assertEqual(from_dict({"mesh_size": [3, 3, 3]}).grid_specification, "mesh_size")
+        explicit = from_dict({"grid_specification": "mesh_size", "grid_spacing_mm": 12.0})
+        self.assertEqual((explicit.grid_specification, explicit.grid_spacing_mm), ("mesh_size", 12.0))
+        with self.assertRaisesRegex(SettingsError, "mesh_size and grid_spacing_mm are both given"):
+            from_dict({"mesh_size": [3, 3, 3], "grid_spacing_mm": 12.0})
+        with self.assertRaisesRegex(SettingsError, "must be a JSON object"):
+            from_dict([1, 2])
+
 
 class ImageErrorTest(unittest.TestCase):
     def assert_refused(self, fixed, moving, expected):

@@ -316,6 +316,10 @@ class CommandLineBadInputTest(unittest.TestCase):
         self.assert_one_line(study + ("--output", self.folder / "s1", "--spacings", 4, 4), "duplicate spacing")
         self.assert_one_line(study + ("--output", self.folder / "s2", "--spec", self.folder / "empty_spec.json"),
                              "at least one spacing")
+        (self.folder / "list.json").write_text("[1, 2]")
+        self.assert_one_line(register + ("--settings", self.folder / "list.json"), "must hold a JSON object")
+        self.assert_one_line(register + ("--mesh-size", 3, 3, 3, "--grid-spacing-mm", 12),
+                             "mesh_size and grid_spacing_mm are both given")
         dask = ("--output", self.folder / "s4", "--executor", "dask")
         self.assert_one_line(study[:-2] + dask, "needs the address of a running Dask scheduler")
         self.assert_one_line(("accuracy", "--fixed", self.fixed, "--output", self.folder / "c1", "--executor", "dask"),

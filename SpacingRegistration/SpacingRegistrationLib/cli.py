@@ -23,7 +23,7 @@ from .registration import RegistrationFailedError, RegistrationResult, run
 from .report import write_report
 from .resources import ResourceError
 from .safe_writes import write_transform
-from .settings import RegistrationSettings, SettingsError, field_info, from_dict, to_dict
+from .settings import GRID_FIELDS, RegistrationSettings, SettingsError, field_info, from_dict, to_dict
 from .study_runner import EXECUTORS, run_study
 from .study_spec import StudySpec, spec_from_dict
 from .study_store import StudyFolderError, open_study
@@ -94,9 +94,13 @@ def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     try:
-        return json.loads(path.read_text())
+        values = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise SettingsError(f"{what} file {path} is not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise SettingsError(f"{what} file {path} must hold a JSON object of name: value pairs, got a "
+                            f"{type(values).__name__}")
+    return values
 
 
 def _apply_setting_options(arguments: argparse.Namespace, values: dict) -> dict:
@@ -233,7 +237,8 @@ def command_grid(arguments) -> int:
     if arguments.transform is not None:
         transform = read_bspline(arguments.transform)
     else:
-        settings = from_dict({**to_dict(RegistrationSettings()), "mesh_size": list(arguments.mesh_size)})
+        settings = from_dict({name: list(value) if isinstance(value, list) else value for name in GRID_FIELDS
+                              if (value := getattr(arguments, name)) is not None})
         transform = initial_bspline(image, settings)
     geometry = grid_geometry(transform, image)
     print(describe_grid(geometry))
@@ -492,8 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     grid = commands.add_parser("grid", help="control grid against an image: positions, counts, coverage")
     grid.add_argument("--image", type=Path, required=True, help="image file")
-    grid.add_argument("--mesh-size", type=int, nargs=3, default=(2, 2, 2), metavar=("X", "Y", "Z"))
-    grid.add_argument("--transform", type=Path, help="existing BSpline transform file (instead of a mesh size)")
+    given_by = grid.add_mutually_exclusive_group()
+    given_by.add_argument("--mesh-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                          help="mesh size (intervals) (default [2, 2, 2])")
+    given_by.add_argument("--grid-spacing-mm", type=float, help="control-point spacing in mm")
+    given_by.add_argument("--grid-spacing-voxels", type=float, help="control-point spacing in voxels")
+    given_by.add_argument("--transform", type=Path, help="existing BSpline transform file (instead of a grid)")
     grid.add_argument("--json", type=Path, help="write the numbers to this JSON file")
     grid.set_defaults(handler=command_grid)
 

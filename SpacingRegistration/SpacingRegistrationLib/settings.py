@@ -182,13 +182,28 @@ def to_dict(settings: RegistrationSettings) -> dict[str, Any]:
     return values
 
 
+#: The field that gives the control grid under each grid_specification.
+GRID_FIELDS = {"mesh_size": "mesh_size", "grid_spacing_mm": "spacing_mm", "grid_spacing_voxels": "spacing_voxels"}
+
+
 def from_dict(values: dict[str, Any]) -> RegistrationSettings:
-    """Inverse of :func:`to_dict`; unknown keys are an error, missing keys keep their defaults."""
+    """Inverse of :func:`to_dict`; unknown keys are an error, missing keys keep their defaults. Without
+    ``grid_specification``, the one grid field given (mesh size or a control-point spacing) picks it, so that a
+    spacing asked for is never silently replaced by the default mesh."""
+    if not isinstance(values, dict):
+        raise SettingsError(f"settings must be a JSON object of name: value pairs, got {type(values).__name__}")
     known = {f.name for f in dataclasses.fields(RegistrationSettings)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
     values = dict(values)
+    if "grid_specification" not in values:
+        given = [name for name in GRID_FIELDS if name in values]
+        if len(given) > 1:
+            raise SettingsError(f"{' and '.join(given)} are both given: set grid_specification to one of "
+                                f"{GRID_SPECIFICATIONS} to say which defines the control grid")
+        if given:
+            values["grid_specification"] = GRID_FIELDS[given[0]]
     nested = {"lbfgs2": Lbfgs2Settings, "lbfgsb": LbfgsbSettings, "gradient_descent": GradientDescentSettings}
     for name, cls in nested.items():
         if isinstance(values.get(name), dict):
