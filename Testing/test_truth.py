@@ -159,7 +159,11 @@ class BadTruthTest(unittest.TestCase):
         truncated = self.folder / "truncated.nii"  # ITK reads the missing voxels of a cut NIfTI as zeros
         sitk.WriteImage(sitk.Image([8, 8, 8], sitk.sitkVectorFloat64, 3), str(truncated))
         truncated.write_bytes(truncated.read_bytes()[:-100])
-        return {"truncated image": (truncated, "truncated"), "missing": (self.folder / "missing.nrrd", "not found"), "scalar": (scalar, "3 components"),
+        elsewhere = self.folder / "elsewhere.nrrd"  # a field whose grid lies beside the image, not on it
+        field = sitk.Image([5, 5, 5], sitk.sitkVectorFloat64, 3)
+        field.SetOrigin([self.image.GetOrigin()[0] + 1000.0] + list(self.image.GetOrigin()[1:]))
+        sitk.WriteImage(field, str(elsewhere))
+        return {"elsewhere": (elsewhere, "does not overlap the fixed image"), "truncated image": (truncated, "truncated"), "missing": (self.folder / "missing.nrrd", "not found"), "scalar": (scalar, "3 components"),
                 "2D image": (two_d, "2D image"), "2 components": (two_components, "3 components"),
                 "2D transform": (transform_2d, "2D transform"), "garbage transform": (garbage, "not an ITK transform file"),
                 "garbage image": (not_an_image, "is not an NRRD file")}

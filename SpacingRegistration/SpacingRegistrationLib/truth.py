@@ -116,6 +116,13 @@ def truth_from_image(image: sitk.Image, fixed: sitk.Image, source: str = "displa
     if _same_grid(vectors, fixed):
         field = sitk.GetArrayFromImage(vectors)
     else:
+        inside = sitk.Image(vectors.GetSize(), sitk.sitkUInt8) + 1
+        inside.CopyInformation(vectors)
+        covered = sitk.Resample(inside, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        if not sitk.GetArrayViewFromImage(covered).any():
+            raise TruthError(f"truth {source} does not overlap the fixed image: its grid (origin "
+                             f"{[round(v, 3) for v in vectors.GetOrigin()]} mm, size {list(vectors.GetSize())}) "
+                             "lies outside the fixed image's extent")
         field = displacement_array(sitk.DisplacementFieldTransform(vectors), fixed)
     return _checked(Truth(field, _geometry(fixed), source))
 
