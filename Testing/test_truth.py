@@ -163,7 +163,9 @@ class BadTruthTest(unittest.TestCase):
         field = sitk.Image([5, 5, 5], sitk.sitkVectorFloat64, 3)
         field.SetOrigin([self.image.GetOrigin()[0] + 1000.0] + list(self.image.GetOrigin()[1:]))
         sitk.WriteImage(field, str(elsewhere))
-        return {"elsewhere": (elsewhere, "does not overlap the fixed image"), "truncated image": (truncated, "truncated"), "missing": (self.folder / "missing.nrrd", "not found"), "scalar": (scalar, "3 components"),
+        return {"elsewhere": (elsewhere, "does not overlap the fixed image"),
+                "truncated image": (truncated, "truncated"), "missing": (self.folder / "missing.nrrd", "not found"),
+                "scalar": (scalar, "3 components"),
                 "2D image": (two_d, "2D image"), "2 components": (two_components, "3 components"),
                 "2D transform": (transform_2d, "2D transform"), "garbage transform": (garbage, "not an ITK transform file"),
                 "garbage image": (not_an_image, "is not an NRRD file")}

@@ -182,7 +182,7 @@ def to_dict(settings: RegistrationSettings) -> dict[str, Any]:
     return values
 
 
-#: The field that gives the control grid under each grid_specification.
+#: Each grid field and the grid_specification under which it defines the control grid.
 GRID_FIELDS = {"mesh_size": "mesh_size", "grid_spacing_mm": "spacing_mm", "grid_spacing_voxels": "spacing_voxels"}
 
 
