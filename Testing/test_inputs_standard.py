@@ -293,6 +293,7 @@ class CommandLineTest(unittest.TestCase):
         status, out, err = run_cli(*common)  # resuming need not name the mask again
         self.assertEqual(status, 0, err)
         self.assertIn("0 run(s) done now, 1 already finished", out)
+        self.assertRegex(out, r"Diagnosis:\n  - ", "the diagnosis of a one-run study is never an empty list")
         other = self.folder / "other_mask.nrrd"
         mask = sitk.GetImageFromArray(ball((10, 14, 14), 5).astype(np.uint8))
         mask.CopyInformation(FIXED)

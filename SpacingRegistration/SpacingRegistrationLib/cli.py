@@ -294,6 +294,8 @@ def _write_study_report(store, folder: Path, truth=None):
     print("Diagnosis:")
     for statement in analysis.statements:
         print(f"  - {statement['text']}")
+    if not analysis.statements:
+        print("  - No finding: no spacing, thread or never-moved effect to report; see the report's tables.")
     if analysis.truth:
         from .advice import from_study
 
