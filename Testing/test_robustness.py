@@ -320,11 +320,13 @@ class CommandLineBadInputTest(unittest.TestCase):
         self.assert_one_line(register + ("--settings", self.folder / "list.json"), "must hold a JSON object")
         self.assert_one_line(register + ("--mesh-size", 3, 3, 3, "--grid-spacing-mm", 12),
                              "mesh_size and grid_spacing_mm are both given")
+        self.assert_one_line(study[:-2] + ("--output", self.folder / "s5", "--workers", 0),
+                             "workers (pool processes) must be an integer >= 1")
         dask = ("--output", self.folder / "s4", "--executor", "dask")
         self.assert_one_line(study[:-2] + dask, "needs the address of a running Dask scheduler")
         self.assert_one_line(("accuracy", "--fixed", self.fixed, "--output", self.folder / "c1", "--executor", "dask"),
                              "needs the address of a running Dask scheduler")
-        self.assertFalse(any((self.folder / name).exists() for name in ("s1", "s2", "s4", "c1")))
+        self.assertFalse(any((self.folder / name).exists() for name in ("s1", "s2", "s4", "s5", "c1")))
 
     def test_itk_failures_are_one_sentence(self):
         far = sitk.ReadImage(str(self.moving))

@@ -343,7 +343,7 @@ def check_accuracy(fixed, output, settings: RegistrationSettings | None = None, 
     from . import advice
     from .study_runner import check_executor, run_study
 
-    check_executor(executor, scheduler)
+    check_executor(executor, scheduler, workers)
     user = settings or RegistrationSettings()
     options = options or CheckOptions()
     image = check_image(read_image(fixed, "fixed image") if isinstance(fixed, (str, Path)) else fixed, "fixed image")

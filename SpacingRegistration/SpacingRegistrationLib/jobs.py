@@ -312,7 +312,7 @@ def start_study(fixed: sitk.Image, moving: sitk.Image, spec: StudySpec, study_fo
                 workers: int | None = None, scheduler: str | None = None, folder=None, python: str | None = None,
                 environment: dict | None = None) -> Job:
     """Start (or resume) a study into ``study_folder`` in a child process, on ``executor`` as the CLI runs it."""
-    check_executor(executor, scheduler)
+    check_executor(executor, scheduler, workers)
     folder = _new_folder(folder, "study")
     _write_inputs(folder, {"kind": "study", "spec": spec.to_dict(), "study_folder": str(Path(study_folder).resolve()),
                            "executor": executor, "workers": workers, "scheduler": scheduler}, fixed, moving)
@@ -325,7 +325,7 @@ def start_accuracy_check(fixed: sitk.Image, settings: RegistrationSettings, outp
                          python: str | None = None, environment: dict | None = None) -> Job:
     """Start (or resume) the accuracy check (accuracy.check_accuracy) of ``settings`` on ``fixed`` into
     ``output_folder`` in a child process: ``candidates`` by name, ``options`` the fields of accuracy.CheckOptions."""
-    check_executor(executor, scheduler)
+    check_executor(executor, scheduler, workers)
     folder = _new_folder(folder, "accuracy")
     sitk.WriteImage(fixed, str(folder / "fixed.nrrd"))
     if mask is not None:

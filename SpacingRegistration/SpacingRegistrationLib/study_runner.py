@@ -12,6 +12,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import multiprocessing
+import numbers
 import os
 import threading
 import time
@@ -103,10 +104,13 @@ def _execute_in_worker(task: dict) -> dict:
     return execute_task(task, _worker_cancel)
 
 
-def check_executor(executor: str, scheduler: str | None = None) -> None:
-    """Refuse an unknown executor, and Dask without the address of a running scheduler, before any work."""
+def check_executor(executor: str, scheduler: str | None = None, workers: int | None = None) -> None:
+    """Refuse an unknown executor, a pool of fewer than one process, and Dask without the address of a running
+    scheduler, before any work."""
     if executor not in EXECUTORS:
         raise SettingsError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if workers is not None and not (isinstance(workers, numbers.Integral) and workers >= 1):
+        raise SettingsError(f"workers (pool processes) must be an integer >= 1, got {workers!r}")
     if executor == "dask" and not scheduler:
         raise SettingsError("the dask executor needs the address of a running Dask scheduler (e.g. tcp://host:8786); "
                             "on this machine alone use the default process pool")
@@ -129,7 +133,7 @@ def run_study(spec: StudySpec, fixed, moving, output, executor: str = "pool", wo
     see :mod:`initial_transforms`) is stored with the study and composed before every run's BSpline; a resume
     need not name it again.
     """
-    check_executor(executor, scheduler)
+    check_executor(executor, scheduler, workers)
     fixed = read_image(fixed, "fixed image") if isinstance(fixed, (str, Path)) else fixed
     moving = read_image(moving, "moving image") if isinstance(moving, (str, Path)) else moving
     check_pair(fixed, moving)
