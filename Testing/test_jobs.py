@@ -15,6 +15,7 @@ from pathlib import Path
 
 from SpacingRegistrationLib import jobs
 from SpacingRegistrationLib.images import InputImageError
+from SpacingRegistrationLib.registration import RegistrationFailedError
 from SpacingRegistrationLib.settings import SettingsError, from_dict
 from SpacingRegistrationLib.study_spec import StudySpec
 from SpacingRegistrationLib.study_store import open_study
@@ -96,6 +97,15 @@ class RegistrationJobTest(unittest.TestCase):
         self.assertNotIn("\n", job.error)
         self.assertEqual(job.process.returncode, 2)
         with self.assertRaisesRegex(InputImageError, "constant"):  # the child's input error, as its own type
+            job.registration_result()
+
+    def test_an_itk_failure_in_the_child_comes_back_as_its_one_sentence(self):
+        starved = testdata.FAST_SETTINGS.replace(sampling_percentage=1e-5)
+        job = jobs.start_registration(self.pair.fixed, self.pair.moving, starved)
+        self.addCleanup(job.remove_folder)
+        self.assertTrue(job.wait(60))
+        self.assertEqual((job.state, job.process.returncode), (jobs.FAILED, 2))
+        with self.assertRaisesRegex(RegistrationFailedError, "the metric has too few samples"):
             job.registration_result()
 
     def test_child_environment_puts_the_library_first(self):
