@@ -237,8 +237,7 @@ def command_grid(arguments) -> int:
     if arguments.transform is not None:
         transform = read_bspline(arguments.transform)
     else:
-        settings = from_dict({name: list(value) if isinstance(value, list) else value for name in GRID_FIELDS
-                              if (value := getattr(arguments, name)) is not None})
+        settings = from_dict({name: value for name in GRID_FIELDS if (value := getattr(arguments, name)) is not None})
         transform = initial_bspline(image, settings)
     geometry = grid_geometry(transform, image)
     print(describe_grid(geometry))
